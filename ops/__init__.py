@@ -1,0 +1,1 @@
+"""The operator's surface: health, metrics, status, scripts and benchmarks."""

@@ -1,0 +1,1 @@
+"""Supervision tree: runs every endpoint session under its own key."""
