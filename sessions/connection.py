@@ -1,0 +1,985 @@
+"""The sans-IO FIXT.1.1 session core: bytes and ``now`` in; bytes, events and a deadline out.
+
+One :class:`FixConnection` lives for one transport connection; the sequence numbers that outlive
+it are in the :class:`~sessions.store.MessageStore`. Nothing here touches a socket or reads a
+clock: the driver feeds ``receive_data(data, now)``, calls ``tick(now)`` at ``next_deadline()``,
+and writes ``data_to_send()`` to the wire. Both roles are served: the initiator (our client) and
+the acceptor (the simulated gateway), which learns its counterparty from the Logon and lets the
+application accept or reject it.
+
+The rules follow the FIX session layer (FIXT.1.1): MsgSeqNum gaps, PossDup handling,
+ResendRequest/SequenceReset, TestRequest/Heartbeat, Logon/Logout handshakes and session-level
+Reject. Kalshi's own choices are in the settings (no retransmission on most endpoints, 30 s
+SendingTime tolerance, signed Logon).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable, Sequence
+
+from . import tags as T
+from .codec import Garbled, StreamDecoder, decode, encode_message
+from .errors import CodecError, LocalProtocolError
+from .events import (
+    ApplicationMessage,
+    Event,
+    GarbledMessage,
+    HeartbeatTimeout,
+    LoggedOn,
+    LogonRequested,
+    ProtocolViolation,
+    RejectReceived,
+    RejectSent,
+    ResendRequestSent,
+    ResendServed,
+    SequenceGap,
+    SequenceResetReceived,
+    SessionEnded,
+    TestResponse,
+    classify_logout_text,
+)
+from .message import FixMessage, parse_utc_timestamp, to_bytes, utc_timestamp
+from .settings import Role, SessionSettings
+from .store import MemoryStore, MessageStore
+from .tags import MsgType, SessionRejectReason
+
+Pairs = Sequence[tuple[int, bytes]]
+
+# Header fields the core writes itself; stripped from messages the application hands us.
+_HEADER_TAGS = frozenset({8, 9, 10, 35, 49, 56, 34, 52, 43, 97, 122})
+
+
+class State(enum.Enum):
+    """Where the session is. Transitions are listed in :data:`TRANSITIONS`."""
+
+    IDLE = "idle"  # transport up, nothing exchanged yet
+    LOGON_SENT = "logon_sent"  # initiator: our Logon is out, waiting for the answer
+    AWAITING_LOGON = "awaiting_logon"  # acceptor: waiting for the peer's Logon
+    LOGON_RECEIVED = "logon_received"  # acceptor: the application is checking the Logon
+    ACTIVE = "active"  # logged on: application messages flow
+    LOGOUT_SENT = "logout_sent"  # we sent Logout and wait (bounded) for the answer
+    CLOSED = "closed"  # over: flush data_to_send() and close the transport
+
+
+#: Every legal transition. ``_goto`` refuses anything else, so a bug shows up as an error
+#: at the faulty step rather than as a session in a state nobody planned for.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.IDLE: frozenset({State.LOGON_SENT, State.AWAITING_LOGON, State.CLOSED}),
+    State.LOGON_SENT: frozenset({State.ACTIVE, State.CLOSED}),
+    State.AWAITING_LOGON: frozenset({State.LOGON_RECEIVED, State.CLOSED}),
+    State.LOGON_RECEIVED: frozenset({State.ACTIVE, State.CLOSED}),
+    State.ACTIVE: frozenset({State.LOGOUT_SENT, State.CLOSED}),
+    State.LOGOUT_SENT: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+#: Inbound MsgTypes a state can make sense of before the session is active; anything else
+#: there is a protocol violation (FIX: the first message must be a Logon).
+_ADMISSIBLE_BEFORE_ACTIVE: dict[State, frozenset[bytes]] = {
+    State.LOGON_SENT: frozenset({MsgType.LOGON, MsgType.LOGOUT, MsgType.REJECT}),
+    State.AWAITING_LOGON: frozenset({MsgType.LOGON}),
+}
+
+
+class FixConnection:
+    """One FIX session over one transport connection, in either role.
+
+    Typical initiator use::
+
+        conn = FixConnection(settings, store)
+        conn.start(now)                      # queues the Logon
+        send(conn.data_to_send())
+        for event in conn.receive_data(bytes_from_wire, now): ...
+        conn.send_app(b"D", body_pairs, now)
+    """
+
+    def __init__(self, settings: SessionSettings, store: MessageStore | None = None) -> None:
+        if settings.role is Role.INITIATOR and (store is None or settings.target_comp_id is None):
+            raise LocalProtocolError("an initiator needs a store and a target_comp_id")
+        self.settings = settings
+        self.state = State.IDLE
+        self._store: MessageStore | None = store
+        self._decoder = StreamDecoder(settings.max_message_size)
+        self._out = bytearray()
+        self._events: list[Event] = []
+        self._sender = settings.sender_comp_id.encode()
+        self._target: bytes | None = (
+            settings.target_comp_id.encode() if settings.target_comp_id else None
+        )
+        self._peer_ids: frozenset[bytes] = frozenset(
+            c.encode() for c in settings.accepted_peer_comp_ids
+        )
+        self.heartbeat_interval = settings.heartbeat_interval
+        self._last_sent = 0.0
+        self._last_received = 0.0
+        self._test_request: tuple[bytes, float] | None = None  # (TestReqID, sent at)
+        self._test_counter = 0
+        self._logon_deadline: float | None = None
+        self._logout_deadline: float | None = None
+        self._reset_requested = False
+        # Resend bookkeeping: while we wait for the peer to fill a gap, later messages wait here.
+        self._resend_through: int | None = None
+        self._queue: dict[int, FixMessage] = {}
+        # Acceptor: the Logon under review and anything that arrived behind it.
+        self._pending_logon: FixMessage | None = None
+        self._held: list[FixMessage] = []
+        self._was_logged_on = False
+
+    # ------------------------------------------------------------------ public: inspection
+    @property
+    def store(self) -> MessageStore | None:
+        """The sequence/message store (acceptor: set by :meth:`accept_logon`)."""
+        return self._store
+
+    @property
+    def peer_comp_id(self) -> str | None:
+        """The counterparty's CompID (acceptor: known once a Logon arrived)."""
+        return None if self._target is None else self._target.decode()
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def next_sender_seq(self) -> int:
+        return self._store.next_sender_seq if self._store else 1
+
+    @property
+    def next_target_seq(self) -> int:
+        return self._store.next_target_seq if self._store else 1
+
+    @property
+    def resend_in_progress(self) -> bool:
+        """True while we wait for the peer to answer our ResendRequest."""
+        return self._resend_through is not None
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the transport, in sequence order; drains the buffer."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The time at which :meth:`tick` has work to do, or ``None`` when no timer runs."""
+        if self.state is State.CLOSED:
+            return None
+        if self.state in (State.LOGON_SENT, State.AWAITING_LOGON, State.LOGON_RECEIVED):
+            return self._logon_deadline
+        hb = self.heartbeat_interval
+        limit = hb * (1 + self.settings.heartbeat_grace)
+        deadlines = [self._last_sent + hb]
+        if self._test_request is None:
+            deadlines.append(self._last_received + limit)
+        else:
+            deadlines.append(self._test_request[1] + limit)
+        if self._logout_deadline is not None:
+            deadlines.append(self._logout_deadline)
+        return min(deadlines)
+
+    # ------------------------------------------------------------------ public: commands
+    def start(self, now: float) -> None:
+        """Begin the handshake: the initiator queues its Logon; the acceptor starts waiting."""
+        self._last_sent = self._last_received = now
+        self._logon_deadline = now + self.settings.logon_timeout
+        if self.settings.role is Role.ACCEPTOR:
+            self._goto(State.AWAITING_LOGON)
+            return
+        self._goto(State.LOGON_SENT)
+        self._send_logon(now, reset=self.settings.reset_seq_num_on_logon)
+
+    def send_app(self, msg_type: bytes, body: Pairs, now: float) -> int:
+        """Send an application message; returns its MsgSeqNum (persisted before it is queued).
+
+        ``body`` is ``(tag, bytes)`` pairs without header fields.
+        """
+        if self.state is not State.ACTIVE:
+            raise LocalProtocolError(
+                f"cannot send MsgType {msg_type.decode()!r}: session is {self.state.value}, "
+                "application messages need an active (logged-on) session"
+            )
+        if msg_type in T.ADMIN_MSG_TYPES:
+            raise LocalProtocolError(
+                f"MsgType {msg_type.decode()!r} is a session message; the session sends those itself"
+            )
+        return self._send(msg_type, body, now, application=True)
+
+    def send_message(self, message: FixMessage, now: float) -> int:
+        """Send a :class:`FixMessage` (or simplefix-like message); header fields are replaced."""
+        msg_type = message.get(T.MSG_TYPE)
+        if msg_type is None:
+            raise LocalProtocolError("message has no MsgType(35)")
+        body = [(int(t), to_bytes(v)) for t, v in message.pairs if int(t) not in _HEADER_TAGS]
+        return self.send_app(msg_type, body, now)
+
+    def test_request(self, now: float, test_req_id: str | None = None) -> str:
+        """Send a TestRequest; a matching Heartbeat produces :class:`TestResponse`."""
+        self._require_active("send a TestRequest")
+        if test_req_id is None:
+            self._test_counter += 1
+            test_req_id = f"TEST-{self._test_counter}"
+        self._send(MsgType.TEST_REQUEST, [(T.TEST_REQ_ID, test_req_id.encode())], now)
+        self._test_request = (test_req_id.encode(), now)
+        return test_req_id
+
+    def logout(self, now: float, text: str | None = None) -> list[Event]:
+        """Start a graceful Logout; the session closes on the peer's answer or after
+        ``logout_timeout``. Before logon completes it simply closes. Returns events caused."""
+        if self.state in (State.CLOSED, State.LOGOUT_SENT):
+            return self._take_events()
+        if self.state is State.ACTIVE:
+            self._send_logout(now, text)
+            self._goto(State.LOGOUT_SENT)
+            self._logout_deadline = now + self.settings.logout_timeout
+            return self._take_events()
+        if self.state is State.LOGON_SENT:
+            self._send_logout(now, text)
+        self._close("local", clean=False)
+        return self._take_events()
+
+    def accept_logon(
+        self, now: float, *, store: MessageStore | None = None, fields: Pairs = ()
+    ) -> list[Event]:
+        """Acceptor: answer the pending Logon with ours. ``store`` holds this client's sequence
+        numbers (a fresh in-memory one if omitted); ``fields`` go into our Logon body.
+        Returns the events caused, including those of messages that arrived behind the Logon."""
+        if self.state is not State.LOGON_RECEIVED or self._pending_logon is None:
+            raise LocalProtocolError(f"no Logon is waiting for a decision (state {self.state.value})")
+        logon = self._pending_logon
+        self._pending_logon = None
+        if store is not None:
+            self._store = store
+        elif self._store is None:
+            self._store = MemoryStore()
+        store_ = self._store
+        seq = int(logon.get(T.MSG_SEQ_NUM) or b"0")
+        reset = logon.get(T.RESET_SEQ_NUM_FLAG) == b"Y"
+        if reset:
+            store_.reset(now)
+            if seq != 1:
+                self._fatal(now, f"Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got {seq}")
+                return self._take_events()
+        self._reset_requested = reset
+        body: list[tuple[int, bytes]] = [
+            (T.ENCRYPT_METHOD, b"0"),
+            (T.HEART_BT_INT, str(self.heartbeat_interval).encode()),
+        ]
+        if reset:
+            body.append((T.RESET_SEQ_NUM_FLAG, b"Y"))
+        body.append((T.DEFAULT_APPL_VER_ID, self.settings.default_appl_ver_id))
+        body.extend(fields)
+        self._send(MsgType.LOGON, body, now)
+        self._become_active(now)
+        self._after_logon_sequence(logon, seq, now)
+        held, self._held = self._held, []
+        for msg in held:
+            if self.state is State.CLOSED:
+                break
+            self._on_message(msg, now)
+        return self._take_events()
+
+    def reject_logon(
+        self,
+        now: float,
+        text: str,
+        *,
+        session_reject_reason: int | None = None,
+        ref_tag: int | None = None,
+    ) -> list[Event]:
+        """Acceptor: refuse the pending Logon with a Logout carrying ``text`` (preceded by a
+        session-level Reject when ``session_reject_reason`` is given), then close."""
+        if self.state is not State.LOGON_RECEIVED or self._pending_logon is None:
+            raise LocalProtocolError(f"no Logon is waiting for a decision (state {self.state.value})")
+        self._reject_logon(now, text, session_reject_reason, ref_tag)
+        return self._take_events()
+
+    # ------------------------------------------------------------------ public: input
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Feed bytes from the wire; returns the events they caused, in order."""
+        if self.state is State.CLOSED:
+            return self._take_events()
+        self._decoder.feed(data)
+        with self._batch():
+            for item in self._decoder:
+                if self.state is State.CLOSED:
+                    break
+                if isinstance(item, Garbled):
+                    self._events.append(GarbledMessage(item.reason, item.data))
+                    continue
+                self._last_received = now
+                self._test_request = None
+                self._on_message(item, now)
+        return self._take_events()
+
+    def connection_lost(self, now: float) -> list[Event]:
+        """The transport closed (EOF or error). Ends the session unless it already ended."""
+        if self.state is not State.CLOSED:
+            clean = self.state is State.LOGOUT_SENT
+            self._close("local" if clean else "transport", clean=clean)
+        return self._take_events()
+
+    def tick(self, now: float) -> list[Event]:
+        """Run the timers due at ``now`` (heartbeat, TestRequest, logon/logout timeouts)."""
+        state = self.state
+        if state in (State.LOGON_SENT, State.AWAITING_LOGON, State.LOGON_RECEIVED):
+            if self._logon_deadline is not None and now >= self._logon_deadline:
+                what = "Logon answer" if state is State.LOGON_SENT else "Logon"
+                self._events.append(
+                    ProtocolViolation(f"no {what} within {self.settings.logon_timeout:g} s")
+                )
+                self._close("error")
+        elif state in (State.ACTIVE, State.LOGOUT_SENT):
+            if self._logout_deadline is not None and now >= self._logout_deadline:
+                self._close("local", clean=False)
+                return self._take_events()
+            hb = self.heartbeat_interval
+            limit = hb * (1 + self.settings.heartbeat_grace)
+            if self._test_request is not None and now - self._test_request[1] >= limit:
+                silent = now - self._last_received
+                self._events.append(HeartbeatTimeout(silent))
+                if state is State.ACTIVE:
+                    self._send_logout(now, f"no message for {silent:.1f} s, TestRequest unanswered")
+                self._close("error", reason_text="heartbeat timeout")
+                return self._take_events()
+            if self._test_request is None and now - self._last_received >= limit:
+                self._test_counter += 1
+                req_id = f"HB-{self._test_counter}".encode()
+                self._send(MsgType.TEST_REQUEST, [(T.TEST_REQ_ID, req_id)], now)
+                self._test_request = (req_id, now)
+            if now - self._last_sent >= hb:
+                self._send(MsgType.HEARTBEAT, (), now)
+        return self._take_events()
+
+    # ------------------------------------------------------------------ inbound dispatch
+    def _on_message(self, msg: FixMessage, now: float) -> None:
+        msg_type = msg.get(T.MSG_TYPE)
+        if msg_type is None:
+            # FIX treats a message without MsgType as garbled: ignore it, do not count it.
+            self._events.append(GarbledMessage("missing MsgType(35)", b""))
+            return
+        if msg.get(T.BEGIN_STRING) != self.settings.begin_string:
+            got = (msg.get(T.BEGIN_STRING) or b"").decode("latin-1")
+            self._fatal(
+                now,
+                f"Incorrect BeginString {got!r}, expected {self.settings.begin_string.decode()}",
+                send_logout=self.state is not State.AWAITING_LOGON,
+            )
+            return
+        state = self.state
+        if state is State.LOGON_RECEIVED:
+            self._held.append(msg)
+            return
+        admissible = _ADMISSIBLE_BEFORE_ACTIVE.get(state)
+        if admissible is not None and msg_type not in admissible:
+            # FIX: a session must start with Logon; anything else is answered by disconnecting.
+            self._events.append(
+                ProtocolViolation(
+                    f"expected Logon first, got MsgType {msg_type.decode('latin-1')!r}"
+                )
+            )
+            self._close("error")
+            return
+        seq_raw = msg.get(T.MSG_SEQ_NUM)
+        if seq_raw is None or not seq_raw.isdigit() or seq_raw.startswith(b"0"):
+            # Kalshi and FIX both end the session on a missing/invalid MsgSeqNum.
+            what = "missing" if seq_raw is None else f"invalid ({seq_raw.decode('latin-1')!r})"
+            self._fatal(now, f"MsgSeqNum(34) {what}", send_logout=state is not State.AWAITING_LOGON)
+            return
+        seq = int(seq_raw)
+        if state is State.AWAITING_LOGON:
+            self._on_logon_request(msg, seq, now)
+            return
+        if state is State.LOGON_SENT:
+            self._on_logon_answer(msg, msg_type, seq, now)
+            return
+        self._sequence(msg, msg_type, seq, now)
+
+    def _sequence(self, msg: FixMessage, msg_type: bytes, seq: int, now: float) -> None:
+        """Apply the MsgSeqNum rules to a message of an active session."""
+        if msg_type == MsgType.SEQUENCE_RESET and msg.get(T.GAP_FILL_FLAG) != b"Y":
+            # Reset mode ignores MsgSeqNum by definition.
+            if self._header_ok(msg, msg_type, seq, now, count=False):
+                self._on_sequence_reset(msg, seq, now, gap_fill=False)
+            return
+        expected = self._store_().next_target_seq
+        if seq == expected:
+            self._process(msg, msg_type, seq, now)
+            self._drain_queue(now)
+        elif seq > expected:
+            self._too_high(msg, msg_type, seq, expected, now)
+        else:
+            self._too_low(msg, msg_type, seq, expected, now)
+
+    def _too_high(
+        self, msg: FixMessage, msg_type: bytes, seq: int, expected: int, now: float
+    ) -> None:
+        if msg_type == MsgType.LOGOUT:
+            # A Logout is honoured even across a gap: nothing would be gained by resending.
+            if self._header_ok(msg, msg_type, seq, now, count=False):
+                self._on_logout(msg, seq, now)
+            return
+        if not self.settings.retransmission:
+            # No resend service (Kalshi NR/DC/RFQ): report the hole, then carry on from here.
+            self._events.append(SequenceGap(expected, seq))
+            self._store_().set_next_target_seq(seq)
+            self._process(msg, msg_type, seq, now)
+            return
+        if msg_type == MsgType.RESEND_REQUEST:
+            # FIX: answer the peer's ResendRequest first, then ask for our own gap.
+            if self._header_ok(msg, msg_type, seq, now, count=False):
+                self._on_resend_request(msg, seq, now)
+        else:
+            self._queue[seq] = msg
+            if len(self._queue) > self.settings.resend_queue_limit:
+                self._fatal(now, f"more than {self.settings.resend_queue_limit} messages "
+                                 "queued behind a sequence gap")
+                return
+        if self._resend_through is None:
+            self._send(
+                MsgType.RESEND_REQUEST, [(T.BEGIN_SEQ_NO, str(expected).encode()),
+                                         (T.END_SEQ_NO, b"0")], now
+            )
+            self._events.append(ResendRequestSent(expected, 0))
+            self._resend_through = seq
+        else:
+            self._resend_through = max(self._resend_through, seq)
+
+    def _too_low(
+        self, msg: FixMessage, msg_type: bytes, seq: int, expected: int, now: float
+    ) -> None:
+        if msg.get(T.POSS_DUP_FLAG) == b"Y":
+            if msg_type != MsgType.SEQUENCE_RESET and msg.get(T.ORIG_SENDING_TIME) is None:
+                self._send_reject(
+                    now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
+                    "OrigSendingTime(122) required when PossDupFlag=Y", ref_tag=T.ORIG_SENDING_TIME
+                )
+            return  # a duplicate we already processed: drop it silently
+        self._fatal(now, f"MsgSeqNum too low, expecting {expected} but received {seq}")
+
+    def _drain_queue(self, now: float) -> None:
+        if not self._queue and self._resend_through is None:
+            return
+        store = self._store_()
+        while self.state in (State.ACTIVE, State.LOGOUT_SENT):
+            expected = store.next_target_seq
+            for stale in [s for s in self._queue if s < expected]:
+                del self._queue[stale]
+            msg = self._queue.pop(expected, None)
+            if msg is None:
+                break
+            msg_type = msg.get(T.MSG_TYPE) or b""
+            self._process(msg, msg_type, expected, now)
+        if self._resend_through is not None and store.next_target_seq > self._resend_through:
+            self._resend_through = None
+
+    def _process(self, msg: FixMessage, msg_type: bytes, seq: int, now: float) -> None:
+        """Handle an in-sequence message: validate, count, dispatch."""
+        if not self._header_ok(msg, msg_type, seq, now, count=True):
+            return
+        self._store_().set_next_target_seq(seq + 1)
+        handler = _ADMIN_HANDLERS.get(msg_type)
+        if handler is not None:
+            handler(self, msg, seq, now)
+            return
+        allowed = self.settings.application_msg_types
+        if allowed is not None and msg_type not in allowed:
+            self._send_reject(
+                now, msg, SessionRejectReason.INVALID_MSG_TYPE,
+                f"Invalid MsgType {msg_type.decode('latin-1')!r}", ref_tag=T.MSG_TYPE
+            )
+            return
+        self._events.append(
+            ApplicationMessage(msg, seq, msg.get(T.POSS_DUP_FLAG) == b"Y")
+        )
+
+    def _header_ok(
+        self, msg: FixMessage, msg_type: bytes, seq: int, now: float, *, count: bool
+    ) -> bool:
+        """Check header fields; on a problem send the Reject (and Logout where FIX requires),
+        count the message when ``count`` and return False."""
+        for tag in (T.SENDER_COMP_ID, T.TARGET_COMP_ID, T.SENDING_TIME):
+            if not msg.get(tag):
+                name = {49: "SenderCompID", 56: "TargetCompID", 52: "SendingTime"}[tag]
+                self._send_reject(
+                    now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
+                    f"Required tag missing: {name}({tag})", ref_tag=tag
+                )
+                if count:
+                    self._store_().set_next_target_seq(seq + 1)
+                return False
+        sender = msg.get(T.SENDER_COMP_ID)
+        if msg.get(T.TARGET_COMP_ID) != self._sender or not (
+            sender == self._target or sender in self._peer_ids
+        ):
+            self._send_reject(
+                now, msg, SessionRejectReason.COMPID_PROBLEM,
+                f"CompID problem: got 49={sender.decode('latin-1') if sender else ''} "
+                f"56={(msg.get(T.TARGET_COMP_ID) or b'').decode('latin-1')}",
+            )
+            self._fatal(now, "CompID problem", reject_already_sent=True)
+            return False
+        if not self._sending_time_ok(msg, now):
+            return False
+        if msg.get(T.POSS_DUP_FLAG) == b"Y" and msg_type != MsgType.SEQUENCE_RESET:
+            orig = msg.get(T.ORIG_SENDING_TIME)
+            if orig is None:
+                self._send_reject(
+                    now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
+                    "OrigSendingTime(122) required when PossDupFlag=Y", ref_tag=T.ORIG_SENDING_TIME
+                )
+                if count:
+                    self._store_().set_next_target_seq(seq + 1)
+                return False
+        return True
+
+    def _sending_time_ok(self, msg: FixMessage, now: float) -> bool:
+        raw = msg.get(T.SENDING_TIME) or b""
+        try:
+            sent = parse_utc_timestamp(raw)
+        except ValueError:
+            self._send_reject(
+                now, msg, SessionRejectReason.INCORRECT_DATA_FORMAT,
+                f"SendingTime(52) is not a UTCTimestamp: {raw.decode('latin-1')!r}",
+                ref_tag=T.SENDING_TIME,
+            )
+            self._fatal(now, "SendingTime accuracy problem", reject_already_sent=True)
+            return False
+        tol = self.settings.sending_time_tolerance
+        if tol is not None and abs(sent - now) > tol:
+            # FIX: Reject with 373=10, then Logout; Kalshi enforces 30 s.
+            self._send_reject(
+                now, msg, SessionRejectReason.SENDING_TIME_ACCURACY,
+                f"SendingTime accuracy problem: {abs(sent - now):.1f} s off (limit {tol:g} s)",
+                ref_tag=T.SENDING_TIME,
+            )
+            self._fatal(now, "SendingTime accuracy problem", reject_already_sent=True)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ logon
+    def _send_logon(self, now: float, *, reset: bool) -> None:
+        store = self._store_()
+        if reset:
+            store.reset(now)
+        self._reset_requested = reset
+        seq = store.next_sender_seq
+        sending_time = utc_timestamp(now)
+        body: list[tuple[int, bytes]] = [
+            (T.ENCRYPT_METHOD, b"0"),
+            (T.HEART_BT_INT, str(self.heartbeat_interval).encode()),
+        ]
+        if reset:
+            body.append((T.RESET_SEQ_NUM_FLAG, b"Y"))
+        body.append((T.DEFAULT_APPL_VER_ID, self.settings.default_appl_ver_id))
+        body.extend(self.settings.logon_fields)
+        signer = self.settings.sign_logon
+        if signer is not None:
+            assert self._target is not None
+            pre_hash = b"\x01".join(
+                (sending_time, MsgType.LOGON, str(seq).encode(), self._sender, self._target)
+            )
+            raw_data = signer(pre_hash)
+            # RawDataLength right before RawData, as FIX requires for data fields (§11 #1).
+            body.append((T.RAW_DATA_LENGTH, str(len(raw_data)).encode()))
+            body.append((T.RAW_DATA, raw_data))
+        self._send(MsgType.LOGON, body, now, sending_time=sending_time)
+
+    def _on_logon_answer(self, msg: FixMessage, msg_type: bytes, seq: int, now: float) -> None:
+        if msg_type == MsgType.REJECT:
+            # Kalshi may precede a Logout with a Reject (e.g. 373=10); keep it as data.
+            self._events.append(_reject_received(msg))
+            return
+        if msg_type == MsgType.LOGOUT:
+            text = msg.get_str(T.TEXT)
+            self._close("peer", text=text, clean=True)
+            return
+        if not self._header_ok(msg, msg_type, seq, now, count=False):
+            return
+        hb = msg.get(T.HEART_BT_INT)
+        if hb is not None and hb.isdigit() and int(hb) > 0:
+            self.heartbeat_interval = int(hb)
+        self._become_active(now)
+        self._after_logon_sequence(msg, seq, now)
+
+    def _on_logon_request(self, msg: FixMessage, seq: int, now: float) -> None:
+        """Acceptor: basic checks, then hand the decision to the application."""
+        sender = msg.get(T.SENDER_COMP_ID)
+        target = msg.get(T.TARGET_COMP_ID)
+        hb = msg.get(T.HEART_BT_INT)
+        problem = None
+        if not sender:
+            problem = "Required tag missing: SenderCompID(49)"
+        elif not target:
+            problem = "Required tag missing: TargetCompID(56)"
+        elif hb is None or not hb.isdigit():
+            problem = "HeartBtInt(108) missing or not an integer"
+        elif int(hb) < self.settings.min_heartbeat_interval:
+            problem = (f"HeartBtInt(108) must be at least {self.settings.min_heartbeat_interval}, "
+                       f"got {int(hb)}")
+        elif msg.get(T.DEFAULT_APPL_VER_ID) is None:
+            problem = "Required tag missing: DefaultApplVerID(1137)"
+        self._target = sender or b"?"
+        self._goto(State.LOGON_RECEIVED)
+        self._pending_logon = msg
+        if problem is None and target != self._sender:
+            problem = (f"CompID problem: TargetCompID {target.decode('latin-1')!r} is not "
+                       f"{self.settings.sender_comp_id!r}")
+        if problem is None:
+            raw = msg.get(T.SENDING_TIME) or b""
+            try:
+                sent = parse_utc_timestamp(raw)
+            except ValueError:
+                problem = f"SendingTime(52) is not a UTCTimestamp: {raw.decode('latin-1')!r}"
+            else:
+                tol = self.settings.sending_time_tolerance
+                if tol is not None and abs(sent - now) > tol:
+                    self._reject_logon(
+                        now, f"SendingTime accuracy problem: {abs(sent - now):.1f} s off",
+                        SessionRejectReason.SENDING_TIME_ACCURACY, T.SENDING_TIME,
+                    )
+                    return
+        if problem is not None:
+            self._reject_logon(now, problem, None, None)
+            return
+        assert sender is not None and target is not None and hb is not None
+        self.heartbeat_interval = int(hb)
+        self._events.append(
+            LogonRequested(
+                message=msg,
+                sender_comp_id=sender.decode("latin-1"),
+                target_comp_id=target.decode("latin-1"),
+                heartbeat_interval=int(hb),
+                reset_seq_num=msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y",
+            )
+        )
+
+    def _reject_logon(
+        self, now: float, text: str, reject_reason: int | None, ref_tag: int | None
+    ) -> None:
+        logon = self._pending_logon
+        self._pending_logon = None
+        if self._store is None:
+            self._store = MemoryStore()
+        if reject_reason is not None and logon is not None:
+            self._send_reject(now, logon, reject_reason, text, ref_tag=ref_tag)
+        self._send_logout(now, text)
+        self._close("local", text=text)
+
+    def _become_active(self, now: float) -> None:
+        self._goto(State.ACTIVE)
+        self._was_logged_on = True
+        self._logon_deadline = None
+        store = self._store_()
+        self._events.append(
+            LoggedOn(
+                heartbeat_interval=self.heartbeat_interval,
+                reset_seq_num=self._reset_requested,
+                next_sender_seq=store.next_sender_seq,
+                next_target_seq=store.next_target_seq,
+            )
+        )
+
+    def _after_logon_sequence(self, msg: FixMessage, seq: int, now: float) -> None:
+        """MsgSeqNum rules for the Logon itself (it may reveal a gap or a too-low number)."""
+        store = self._store_()
+        if self._reset_requested and msg.get(T.RESET_SEQ_NUM_FLAG) == b"Y":
+            store.set_next_target_seq(1)
+        expected = store.next_target_seq
+        if seq == expected:
+            store.set_next_target_seq(seq + 1)
+        elif seq < expected:
+            self._fatal(now, f"MsgSeqNum too low, expecting {expected} but received {seq}")
+        elif not self.settings.retransmission:
+            self._events.append(SequenceGap(expected, seq))
+            store.set_next_target_seq(seq + 1)
+        else:
+            # The peer will resend expected..seq-1 and gap-fill the Logon's own number.
+            self._send(
+                MsgType.RESEND_REQUEST,
+                [(T.BEGIN_SEQ_NO, str(expected).encode()), (T.END_SEQ_NO, b"0")], now,
+            )
+            self._events.append(ResendRequestSent(expected, 0))
+            self._resend_through = seq
+
+    # ------------------------------------------------------------------ admin handlers
+    def _on_heartbeat(self, msg: FixMessage, seq: int, now: float) -> None:
+        test_id = msg.get(T.TEST_REQ_ID)
+        if test_id is not None:
+            self._events.append(TestResponse(test_id.decode("latin-1")))
+
+    def _on_test_request(self, msg: FixMessage, seq: int, now: float) -> None:
+        test_id = msg.get(T.TEST_REQ_ID)
+        if test_id is None:
+            self._send_reject(now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
+                              "Required tag missing: TestReqID(112)", ref_tag=T.TEST_REQ_ID)
+            return
+        self._send(MsgType.HEARTBEAT, [(T.TEST_REQ_ID, test_id)], now)
+
+    def _on_resend_request_in_sequence(self, msg: FixMessage, seq: int, now: float) -> None:
+        self._on_resend_request(msg, seq, now)
+
+    def _on_resend_request(self, msg: FixMessage, seq: int, now: float) -> None:
+        if not self.settings.retransmission:
+            # Kalshi's sessions without retransmission answer 373=11 and go on (§11 #22); we
+            # never answer with a SequenceReset towards such an endpoint.
+            self._send_reject(now, msg, SessionRejectReason.INVALID_MSG_TYPE,
+                              "ResendRequest is not supported on this session", ref_tag=T.MSG_TYPE)
+            return
+        begin_raw, end_raw = msg.get(T.BEGIN_SEQ_NO), msg.get(T.END_SEQ_NO)
+        for tag, raw in ((T.BEGIN_SEQ_NO, begin_raw), (T.END_SEQ_NO, end_raw)):
+            if raw is None or not raw.isdigit():
+                self._send_reject(
+                    now, msg,
+                    SessionRejectReason.REQUIRED_TAG_MISSING if raw is None
+                    else SessionRejectReason.INCORRECT_DATA_FORMAT,
+                    f"{'BeginSeqNo' if tag == T.BEGIN_SEQ_NO else 'EndSeqNo'}({tag}) "
+                    f"{'missing' if raw is None else 'not a number'}", ref_tag=tag,
+                )
+                return
+        assert begin_raw is not None and end_raw is not None
+        self._serve_resend(int(begin_raw), int(end_raw), now)
+
+    def _serve_resend(self, begin: int, end: int, now: float) -> None:
+        store = self._store_()
+        last = store.next_sender_seq - 1
+        if end == 0 or end > last:
+            end = last
+        begin = max(begin, 1)
+        if begin > end:
+            self._events.append(ResendServed(begin, end, 0, 0))
+            return
+        resent = gap_filled = 0
+        next_seq = begin
+        for seq, raw in store.get_sent(begin, end):
+            if seq > next_seq:
+                self._gap_fill(next_seq, seq, now)
+                gap_filled += seq - next_seq
+            try:
+                self._out += self._as_poss_dup(raw, now)
+                resent += 1
+            except CodecError:
+                # A stored message we cannot re-read is replaced by a gap fill, never dropped
+                # silently: the peer's sequence stays whole.
+                self._gap_fill(seq, seq + 1, now)
+                gap_filled += 1
+            next_seq = seq + 1
+        if next_seq <= end:
+            self._gap_fill(next_seq, end + 1, now)
+            gap_filled += end + 1 - next_seq
+        self._last_sent = now
+        self._events.append(ResendServed(begin, end, resent, gap_filled))
+
+    def _gap_fill(self, seq: int, new_seq: int, now: float) -> None:
+        stamp = utc_timestamp(now)
+        header = self._header(seq, stamp) + [(T.POSS_DUP_FLAG, b"Y"), (T.ORIG_SENDING_TIME, stamp)]
+        self._out += encode_message(
+            MsgType.SEQUENCE_RESET, header,
+            [(T.GAP_FILL_FLAG, b"Y"), (T.NEW_SEQ_NO, str(new_seq).encode())],
+            self.settings.begin_string,
+        )
+
+    def _as_poss_dup(self, raw: bytes, now: float) -> bytes:
+        old = decode(raw)
+        orig_time = old.get(T.SENDING_TIME) or utc_timestamp(now)
+        seq = old.get(T.MSG_SEQ_NUM) or b"0"
+        header = [
+            (T.SENDER_COMP_ID, old.get(T.SENDER_COMP_ID) or self._sender),
+            (T.TARGET_COMP_ID, old.get(T.TARGET_COMP_ID) or self._target or b""),
+            (T.MSG_SEQ_NUM, seq),
+            (T.POSS_DUP_FLAG, b"Y"),
+            (T.SENDING_TIME, utc_timestamp(now)),
+            (T.ORIG_SENDING_TIME, orig_time),
+        ]
+        body = [(t, v) for t, v in old.pairs if t not in _HEADER_TAGS]
+        return encode_message(old.get(T.MSG_TYPE) or b"", header, body, self.settings.begin_string)
+
+    def _on_reject(self, msg: FixMessage, seq: int, now: float) -> None:
+        self._events.append(_reject_received(msg))
+
+    def _on_sequence_reset_in_sequence(self, msg: FixMessage, seq: int, now: float) -> None:
+        self._on_sequence_reset(msg, seq, now, gap_fill=True)
+
+    def _on_sequence_reset(self, msg: FixMessage, seq: int, now: float, *, gap_fill: bool) -> None:
+        raw = msg.get(T.NEW_SEQ_NO)
+        if raw is None or not raw.isdigit():
+            self._send_reject(
+                now, msg,
+                SessionRejectReason.REQUIRED_TAG_MISSING if raw is None
+                else SessionRejectReason.INCORRECT_DATA_FORMAT,
+                f"NewSeqNo(36) {'missing' if raw is None else 'not a number'}", ref_tag=T.NEW_SEQ_NO,
+            )
+            return
+        new_seq = int(raw)
+        store = self._store_()
+        expected = store.next_target_seq
+        if new_seq < expected:
+            # FIX forbids moving the expected number backwards.
+            self._send_reject(
+                now, msg, SessionRejectReason.VALUE_INCORRECT,
+                f"NewSeqNo {new_seq} would lower the expected MsgSeqNum {expected}",
+                ref_tag=T.NEW_SEQ_NO,
+            )
+            return
+        store.set_next_target_seq(new_seq)
+        self._events.append(SequenceResetReceived(new_seq, gap_fill))
+        if not gap_fill:
+            self._drain_queue(now)
+
+    def _on_logout(self, msg: FixMessage, seq: int, now: float) -> None:
+        text = msg.get_str(T.TEXT)
+        if self.state is State.LOGOUT_SENT:
+            self._close("local", text=text, clean=True)
+            return
+        self._send_logout(now, None)
+        self._close("peer", text=text, clean=True)
+
+    def _on_logon_while_active(self, msg: FixMessage, seq: int, now: float) -> None:
+        self._fatal(now, "Logon received on an already active session")
+
+    # ------------------------------------------------------------------ outbound helpers
+    def _header(self, seq: int, sending_time: bytes) -> list[tuple[int, bytes]]:
+        return [
+            (T.SENDER_COMP_ID, self._sender),
+            (T.TARGET_COMP_ID, self._target or b""),
+            (T.MSG_SEQ_NUM, str(seq).encode()),
+            (T.SENDING_TIME, sending_time),
+        ]
+
+    def _send(
+        self,
+        msg_type: bytes,
+        body: Pairs,
+        now: float,
+        *,
+        application: bool = False,
+        sending_time: bytes | None = None,
+    ) -> int:
+        store = self._store_()
+        seq = store.next_sender_seq
+        raw = encode_message(
+            msg_type,
+            self._header(seq, sending_time or utc_timestamp(now)),
+            body,
+            self.settings.begin_string,
+        )
+        # Persist first: a message only counts as sent once its number is durable.
+        store.record_sent(seq, now, raw, application=application)
+        self._out += raw
+        self._last_sent = now
+        return seq
+
+    def _send_logout(self, now: float, text: str | None) -> None:
+        body = [] if not text else [(T.TEXT, text.encode("ascii", "replace"))]
+        self._send(MsgType.LOGOUT, body, now)
+
+    def _send_reject(
+        self,
+        now: float,
+        msg: FixMessage,
+        reason: int,
+        text: str,
+        *,
+        ref_tag: int | None = None,
+    ) -> None:
+        ref_seq = msg.get(T.MSG_SEQ_NUM)
+        ref_seq_num = int(ref_seq) if ref_seq and ref_seq.isdigit() else 0
+        ref_type = msg.get(T.MSG_TYPE)
+        body: list[tuple[int, bytes]] = [(T.REF_SEQ_NUM, str(ref_seq_num).encode())]
+        if ref_tag is not None:
+            body.append((T.REF_TAG_ID, str(ref_tag).encode()))
+        if ref_type:
+            body.append((T.REF_MSG_TYPE, ref_type))
+        body.append((T.SESSION_REJECT_REASON, str(reason).encode()))
+        body.append((T.TEXT, text.encode("ascii", "replace")))
+        self._send(MsgType.REJECT, body, now)
+        self._events.append(RejectSent(ref_seq_num, reason, text, ref_tag, ref_type))
+
+    def _fatal(
+        self,
+        now: float,
+        text: str,
+        *,
+        send_logout: bool = True,
+        reject_already_sent: bool = False,
+    ) -> None:
+        """A violation that ends the session: Logout with the reason, then close at once."""
+        self._events.append(ProtocolViolation(text))
+        if send_logout and self.state is not State.CLOSED and self._store is not None:
+            self._send_logout(now, text)
+        self._close("error", reason_text=text)
+
+    # ------------------------------------------------------------------ plumbing
+    def _close(
+        self,
+        initiated_by: str,
+        *,
+        text: str | None = None,
+        clean: bool = False,
+        reason_text: str | None = None,
+    ) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._goto(State.CLOSED)
+        self._queue.clear()
+        self._held.clear()
+        self._events.append(
+            SessionEnded(
+                initiated_by=initiated_by,
+                text=text,
+                reason=classify_logout_text(text if text is not None else reason_text),
+                clean=clean,
+                was_logged_on=self._was_logged_on,
+            )
+        )
+
+    def _goto(self, new: State) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise LocalProtocolError(f"illegal session transition {self.state.value} -> {new.value}")
+        self.state = new
+
+    def _require_active(self, what: str) -> None:
+        if self.state is not State.ACTIVE:
+            raise LocalProtocolError(f"cannot {what}: session is {self.state.value}")
+
+    def _store_(self) -> MessageStore:
+        if self._store is None:
+            self._store = MemoryStore()
+        return self._store
+
+    def _batch(self) -> contextlib.AbstractContextManager[object]:
+        batch = getattr(self._store, "batch", None)
+        return batch() if batch is not None else contextlib.nullcontext()
+
+    def _take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+
+def _reject_received(msg: FixMessage) -> RejectReceived:
+    def _int(tag: int) -> int | None:
+        v = msg.get(tag)
+        return int(v) if v is not None and v.isdigit() else None
+
+    return RejectReceived(
+        ref_seq_num=_int(T.REF_SEQ_NUM),
+        reason=_int(T.SESSION_REJECT_REASON),
+        text=msg.get_str(T.TEXT),
+        ref_tag=_int(T.REF_TAG_ID),
+        ref_msg_type=msg.get(T.REF_MSG_TYPE),
+        message=msg,
+    )
+
+
+_Handler = Callable[[FixConnection, FixMessage, int, float], None]
+
+#: Session-level MsgTypes and what an in-sequence one does; everything else is application data.
+_ADMIN_HANDLERS: dict[bytes, _Handler] = {
+    MsgType.HEARTBEAT: FixConnection._on_heartbeat,
+    MsgType.TEST_REQUEST: FixConnection._on_test_request,
+    MsgType.RESEND_REQUEST: FixConnection._on_resend_request_in_sequence,
+    MsgType.REJECT: FixConnection._on_reject,
+    MsgType.SEQUENCE_RESET: FixConnection._on_sequence_reset_in_sequence,
+    MsgType.LOGOUT: FixConnection._on_logout,
+    MsgType.LOGON: FixConnection._on_logon_while_active,
+}
