@@ -121,7 +121,8 @@ class FixConnection:
         self._reset_requested = False
         # Resend bookkeeping: while we wait for the peer to fill a gap, later messages wait here.
         self._resend_through: int | None = None
-        self._queue: dict[int, FixMessage] = {}
+        self._resend_progress_at = 0.0  # when the gap last shrank (or was first requested)
+        self._queue: dict[int, tuple[FixMessage, float]] = {}  # seq -> (message, received at)
         # Acceptor: the Logon under review and anything that arrived behind it.
         self._pending_logon: FixMessage | None = None
         self._held: list[FixMessage] = []
@@ -176,6 +177,8 @@ class FixConnection:
             deadlines.append(self._test_request[1] + limit)
         if self._logout_deadline is not None:
             deadlines.append(self._logout_deadline)
+        if self._resend_through is not None:
+            deadlines.append(self._resend_progress_at + hb)
         return min(deadlines)
 
     # ------------------------------------------------------------------ public: commands
@@ -299,6 +302,8 @@ class FixConnection:
         """Feed bytes from the wire; returns the events they caused, in order."""
         if self.state is State.CLOSED:
             return self._take_events()
+        if self.state is State.IDLE:
+            raise LocalProtocolError("call start() before feeding data to the session")
         self._decoder.feed(data)
         with self._batch():
             for item in self._decoder:
@@ -347,6 +352,10 @@ class FixConnection:
                 req_id = f"HB-{self._test_counter}".encode()
                 self._send(MsgType.TEST_REQUEST, [(T.TEST_REQ_ID, req_id)], now)
                 self._test_request = (req_id, now)
+            if self._resend_through is not None and now - self._resend_progress_at >= hb:
+                # The answer to our ResendRequest stalled (part of it was lost or garbled):
+                # ask again from where we are rather than wait for ever.
+                self._request_resend(self._store_().next_target_seq, self._resend_through, now)
             if now - self._last_sent >= hb:
                 self._send(MsgType.HEARTBEAT, (), now)
         return self._take_events()
@@ -430,20 +439,25 @@ class FixConnection:
             if self._header_ok(msg, msg_type, seq, now, count=False):
                 self._on_resend_request(msg, seq, now)
         else:
-            self._queue[seq] = msg
+            self._queue[seq] = (msg, now)
             if len(self._queue) > self.settings.resend_queue_limit:
                 self._fatal(now, f"more than {self.settings.resend_queue_limit} messages "
                                  "queued behind a sequence gap")
                 return
         if self._resend_through is None:
-            self._send(
-                MsgType.RESEND_REQUEST, [(T.BEGIN_SEQ_NO, str(expected).encode()),
-                                         (T.END_SEQ_NO, b"0")], now
-            )
-            self._events.append(ResendRequestSent(expected, 0))
-            self._resend_through = seq
+            self._request_resend(expected, seq, now)
         else:
             self._resend_through = max(self._resend_through, seq)
+
+    def _request_resend(self, begin: int, through: int, now: float) -> None:
+        # EndSeqNo=0 asks for everything from ``begin`` on, so one request covers later gaps.
+        self._send(
+            MsgType.RESEND_REQUEST,
+            [(T.BEGIN_SEQ_NO, str(begin).encode()), (T.END_SEQ_NO, b"0")], now,
+        )
+        self._events.append(ResendRequestSent(begin, 0))
+        self._resend_through = through
+        self._resend_progress_at = now
 
     def _too_low(
         self, msg: FixMessage, msg_type: bytes, seq: int, expected: int, now: float
@@ -465,17 +479,24 @@ class FixConnection:
             expected = store.next_target_seq
             for stale in [s for s in self._queue if s < expected]:
                 del self._queue[stale]
-            msg = self._queue.pop(expected, None)
-            if msg is None:
+            queued = self._queue.pop(expected, None)
+            if queued is None:
                 break
-            msg_type = msg.get(T.MSG_TYPE) or b""
-            self._process(msg, msg_type, expected, now)
-        if self._resend_through is not None and store.next_target_seq > self._resend_through:
-            self._resend_through = None
+            msg, received_at = queued
+            self._process(msg, msg.get(T.MSG_TYPE) or b"", expected, now, received_at)
+        if self._resend_through is not None:
+            if store.next_target_seq > self._resend_through:
+                self._resend_through = None
+            else:
+                self._resend_progress_at = now
 
-    def _process(self, msg: FixMessage, msg_type: bytes, seq: int, now: float) -> None:
-        """Handle an in-sequence message: validate, count, dispatch."""
-        if not self._header_ok(msg, msg_type, seq, now, count=True):
+    def _process(
+        self, msg: FixMessage, msg_type: bytes, seq: int, now: float,
+        received_at: float | None = None,
+    ) -> None:
+        """Handle an in-sequence message: validate, count, dispatch. ``received_at`` is when a
+        queued message arrived: its SendingTime is judged against that, not against ``now``."""
+        if not self._header_ok(msg, msg_type, seq, now, count=True, received_at=received_at):
             return
         self._store_().set_next_target_seq(seq + 1)
         handler = _ADMIN_HANDLERS.get(msg_type)
@@ -494,7 +515,8 @@ class FixConnection:
         )
 
     def _header_ok(
-        self, msg: FixMessage, msg_type: bytes, seq: int, now: float, *, count: bool
+        self, msg: FixMessage, msg_type: bytes, seq: int, now: float, *, count: bool,
+        received_at: float | None = None,
     ) -> bool:
         """Check header fields; on a problem send the Reject (and Logout where FIX requires),
         count the message when ``count`` and return False."""
@@ -519,8 +541,17 @@ class FixConnection:
             )
             self._fatal(now, "CompID problem", reject_already_sent=True)
             return False
-        if not self._sending_time_ok(msg, now):
+        if not self._sending_time_ok(msg, now, now if received_at is None else received_at):
             return False
+        for tag, value in msg.pairs:
+            if not value:
+                self._send_reject(
+                    now, msg, SessionRejectReason.TAG_WITHOUT_VALUE,
+                    f"Tag specified without a value: {tag}", ref_tag=tag,
+                )
+                if count:
+                    self._store_().set_next_target_seq(seq + 1)
+                return False
         if msg.get(T.POSS_DUP_FLAG) == b"Y" and msg_type != MsgType.SEQUENCE_RESET:
             orig = msg.get(T.ORIG_SENDING_TIME)
             if orig is None:
@@ -533,7 +564,7 @@ class FixConnection:
                 return False
         return True
 
-    def _sending_time_ok(self, msg: FixMessage, now: float) -> bool:
+    def _sending_time_ok(self, msg: FixMessage, now: float, received_at: float) -> bool:
         raw = msg.get(T.SENDING_TIME) or b""
         try:
             sent = parse_utc_timestamp(raw)
@@ -546,11 +577,12 @@ class FixConnection:
             self._fatal(now, "SendingTime accuracy problem", reject_already_sent=True)
             return False
         tol = self.settings.sending_time_tolerance
-        if tol is not None and abs(sent - now) > tol:
+        if tol is not None and abs(sent - received_at) > tol:
             # FIX: Reject with 373=10, then Logout; Kalshi enforces 30 s.
             self._send_reject(
                 now, msg, SessionRejectReason.SENDING_TIME_ACCURACY,
-                f"SendingTime accuracy problem: {abs(sent - now):.1f} s off (limit {tol:g} s)",
+                f"SendingTime accuracy problem: {abs(sent - received_at):.1f} s off "
+                f"(limit {tol:g} s)",
                 ref_tag=T.SENDING_TIME,
             )
             self._fatal(now, "SendingTime accuracy problem", reject_already_sent=True)
@@ -695,12 +727,7 @@ class FixConnection:
             store.set_next_target_seq(seq + 1)
         else:
             # The peer will resend expected..seq-1 and gap-fill the Logon's own number.
-            self._send(
-                MsgType.RESEND_REQUEST,
-                [(T.BEGIN_SEQ_NO, str(expected).encode()), (T.END_SEQ_NO, b"0")], now,
-            )
-            self._events.append(ResendRequestSent(expected, 0))
-            self._resend_through = seq
+            self._request_resend(expected, seq, now)
 
     # ------------------------------------------------------------------ admin handlers
     def _on_heartbeat(self, msg: FixMessage, seq: int, now: float) -> None:

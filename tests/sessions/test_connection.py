@@ -644,3 +644,11 @@ def test_sequence_continues_across_connections_without_reset() -> None:
     (logon,) = sent(second)[-1:]
     assert logon.get(34) == b"3"
     assert store.next_target_seq == 2
+
+
+def test_tag_without_value_is_rejected_with_373_4() -> None:
+    conn = logged_on()
+    conn.receive_data(wire(b"8", 2, [(17, b"1;1"), (58, b"")]), NOW)
+    (rej,) = sent(conn)
+    assert rej.get(373) == b"4" and rej.get(371) == b"58"
+    assert conn.next_target_seq == 3
