@@ -1,0 +1,1 @@
+"""A simulated Kalshi FIX gateway with deterministic fault injection, for tests (like trio.testing)."""
