@@ -1463,7 +1463,7 @@ class Exchange:
         if closed is not None:
             return reject(2, closed, price)
         if quote_id is not None:
-            return self._rfq.on_order_with_quote(sess, msg, cl, side, qty, price, reject)
+            return self._rfq.on_order_with_quote(sess, msg, cl, side, qty, price, reject, out)
         group: _OrderGroup | None = None
         if group_raw is not None:
             group = self._groups.get(_text(group_raw))

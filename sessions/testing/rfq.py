@@ -389,6 +389,7 @@ class RfqDesk:
         qty: Decimal,
         price: Decimal,
         reject: Callable[..., None],
+        out: list[Outbound],
     ) -> None:
         """NewOrderSingle with QuoteID (117): the alternative accept path (REFERENCE §9.8).
 
