@@ -110,7 +110,9 @@ _WRITE_MSGS = (b"D", b"F", b"G", b"q", b"UOG", b"R", b"UA", b"UE", b"S", b"Z", b
 _REF_ID_TAGS = (11, 131, 117, 20130, 21023, 21001)
 
 _CL_ORD_ID_RE = re.compile(r"^[\-\w:+=/]*$", re.ASCII)
-_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
 _TIFS = (b"0", b"1", b"3", b"4", b"6")
 _MARKET_STATUSES = ("open", "paused", "closed", "settled")
 _ET = ZoneInfo("America/New_York")
@@ -560,7 +562,9 @@ class Exchange:
     messages come first in the returned list.
     """
 
-    def __init__(self, *, rng: random.Random | None = None, config: ExchangeConfig | None = None) -> None:
+    def __init__(
+        self, *, rng: random.Random | None = None, config: ExchangeConfig | None = None
+    ) -> None:
         from .rfq import RfqDesk  # local import: rfq imports this module
 
         self.config = config or ExchangeConfig()
@@ -598,7 +602,9 @@ class Exchange:
 
     # --- setup -------------------------------------------------------------------------------
 
-    def add_account(self, account_id: str, *, tier: str = "Premier", balance: Decimal | int | str | None = None) -> None:
+    def add_account(
+        self, account_id: str, *, tier: str = "Premier", balance: Decimal | int | str | None = None
+    ) -> None:
         """Create an account (member). ``balance`` in dollars enables INSUFFICIENT_BALANCE checks."""
         if account_id in self._accounts:
             raise ConfigError(f"account {account_id!r} already exists")
@@ -635,7 +641,9 @@ class Exchange:
         if ticker in self._markets:
             raise ConfigError(f"market {ticker!r} already exists")
         if status not in _MARKET_STATUSES:
-            raise ConfigError(f"market status must be one of {', '.join(_MARKET_STATUSES)}, got {status!r}")
+            raise ConfigError(
+                f"market status must be one of {', '.join(_MARKET_STATUSES)}, got {status!r}"
+            )
         if exchange_index < 0:
             raise ConfigError(f"exchange_index must be >= 0, got {exchange_index}")
         t = Decimal(str(tick))
@@ -670,11 +678,20 @@ class Exchange:
         price = Decimal(str(price_cents)) / 100
         q = Decimal(str(qty))
         if not ZERO < price < ONE or not _on_qty_grid(q):
-            raise ConfigError(f"liquidity needs a price in 1..99 cents and a quantity > 0, got {price_cents}, {qty}")
+            raise ConfigError(
+                f"liquidity needs a price in 1..99 cents and a quantity > 0, got {price_cents}, {qty}"
+            )
         out = self._begin(now)
         order = self._new_order(
-            account_id=LIQUIDITY_ACCOUNT, key_id=None, market=market, side=s, price=price, qty=q,
-            cl_ord_id=f"lp-{self._order_seq + 1}", tif="1", stp=2,
+            account_id=LIQUIDITY_ACCOUNT,
+            key_id=None,
+            market=market,
+            side=s,
+            price=price,
+            qty=q,
+            cl_ord_id=f"lp-{self._order_seq + 1}",
+            tif="1",
+            stp=2,
         )
         self._register(order)
         self._match(order, market, out)
@@ -757,7 +774,9 @@ class Exchange:
 
     # --- sessions ----------------------------------------------------------------------------
 
-    def connect(self, key_id: str, endpoint: str, flags: LogonFlags | None = None, now: float | None = None) -> None:
+    def connect(
+        self, key_id: str, endpoint: str, flags: LogonFlags | None = None, now: float | None = None
+    ) -> None:
         """A session of ``key_id`` logged on to ``endpoint`` (a TargetCompID) with ``flags``."""
         key = self._keys.get(key_id)
         if key is None:
@@ -841,10 +860,20 @@ class Exchange:
         out = self._begin(now)
         mt = msg.msg_type or b""
         if mt not in _SUPPORTED[sess.endpoint]:
-            out.append(self._bmr(key_id, seq_num, msg, 3, f"Unsupported message type for {sess.endpoint}"))
+            out.append(
+                self._bmr(key_id, seq_num, msg, 3, f"Unsupported message type for {sess.endpoint}")
+            )
             return out
         if sess.is_listener:
-            out.append(self._bmr(key_id, seq_num, msg, 6, "Listener session: order-changing messages are not allowed"))
+            out.append(
+                self._bmr(
+                    key_id,
+                    seq_num,
+                    msg,
+                    6,
+                    "Listener session: order-changing messages are not allowed",
+                )
+            )
             return out
         account = self._accounts[sess.account_id]
         if mt in _WRITE_MSGS:
@@ -905,7 +934,9 @@ class Exchange:
         elif result == "scalar" and settlement_price_cents is not None:
             value = Decimal(str(settlement_price_cents)) / 100
             if not ZERO <= value <= ONE:
-                raise ConfigError(f"settlement price must be 0..100 cents, got {settlement_price_cents}")
+                raise ConfigError(
+                    f"settlement price must be 0..100 cents, got {settlement_price_cents}"
+                )
         else:
             raise ConfigError("result must be 'yes', 'no', or 'scalar' with settlement_price_cents")
         out = self.close_market(ticker, now)
@@ -928,24 +959,39 @@ class Exchange:
                 self._positions[(acct_id, sub, ticker)] = ZERO
                 # Party ID: the account, with the subaccount number appended when not primary.
                 party_id = acct_id if sub == 0 else f"{acct_id}/{sub}"
-                parties.append((
-                    (20109, party_id.encode()), (20110, b"24"),
-                    (704, fmt_qty(long_q)), (705, fmt_qty(short_q)),
-                    (1703, b"1"), (1704, fmt_money(payout)), (1705, b"PAYOUT"),
-                    (136, b"1"), (137, fmt_money(fee)), (138, b"USD"), (139, b"4"), (891, b"0"),
-                ))
-            pages = [parties[i:i + size] for i in range(0, len(parties), size)]
+                parties.append(
+                    (
+                        (20109, party_id.encode()),
+                        (20110, b"24"),
+                        (704, fmt_qty(long_q)),
+                        (705, fmt_qty(short_q)),
+                        (1703, b"1"),
+                        (1704, fmt_money(payout)),
+                        (1705, b"PAYOUT"),
+                        (136, b"1"),
+                        (137, fmt_money(fee)),
+                        (138, b"USD"),
+                        (139, b"4"),
+                        (891, b"0"),
+                    )
+                )
+            pages = [parties[i : i + size] for i in range(0, len(parties), size)]
             recipients = [
-                s.key_id for s in self._sessions_of(acct_id)
+                s.key_id
+                for s in self._sessions_of(acct_id)
                 if s.flags.wants_settlement_reports(s.endpoint)
             ]
             for n, page in enumerate(pages, 1):
                 # Field order per the dictionary (893 before the party group); the docs' example
                 # puts 893 last, which a group-aware parser reads the same way.
                 body: list[tuple[int, bytes]] = [
-                    (20105, self._uuid().encode()), (55, ticker.encode()), (715, date),
-                    (20106, str(len(pages)).encode()), (20107, result.encode()),
-                    (730, price_field), (893, b"Y" if n == len(pages) else b"N"),
+                    (20105, self._uuid().encode()),
+                    (55, ticker.encode()),
+                    (715, date),
+                    (20106, str(len(pages)).encode()),
+                    (20107, result.encode()),
+                    (730, price_field),
+                    (893, b"Y" if n == len(pages) else b"N"),
                     (20108, str(len(page)).encode()),
                 ]
                 for p in page:
@@ -965,13 +1011,17 @@ class Exchange:
         try:
             return self._accounts[account_id]
         except KeyError:
-            raise ConfigError(f"unknown account {account_id!r}; add it with add_account() first") from None
+            raise ConfigError(
+                f"unknown account {account_id!r}; add it with add_account() first"
+            ) from None
 
     def _market(self, ticker: str) -> _Market:
         try:
             return self._markets[ticker]
         except KeyError:
-            raise ConfigError(f"unknown market {ticker!r}; add it with add_market() first") from None
+            raise ConfigError(
+                f"unknown market {ticker!r}; add it with add_market() first"
+            ) from None
 
     def _advance(self, now: float | None) -> None:
         if now is not None:
@@ -989,7 +1039,11 @@ class Exchange:
         return out
 
     def _sessions_of(self, account_id: str) -> list[_Session]:
-        return [self._sessions[k] for k in sorted(self._sessions) if self._sessions[k].account_id == account_id]
+        return [
+            self._sessions[k]
+            for k in sorted(self._sessions)
+            if self._sessions[k].account_id == account_id
+        ]
 
     def _add_timer(self, when: float, kind: str, ref: str) -> None:
         self._timer_seq += 1
@@ -1024,7 +1078,13 @@ class Exchange:
         return Outbound(key_id, b"j", tuple(body))
 
     def _business_reject(
-        self, key_id: str, seq_num: int, msg_type: bytes, reason: int, text: str, ref_id: bytes | None
+        self,
+        key_id: str,
+        seq_num: int,
+        msg_type: bytes,
+        reason: int,
+        text: str,
+        ref_id: bytes | None,
     ) -> Outbound:
         body: list[tuple[int, bytes]] = [(45, str(seq_num).encode()), (372, msg_type)]
         if ref_id:
@@ -1032,11 +1092,20 @@ class Exchange:
         body += [(380, str(reason).encode()), (58, text.encode())]
         return Outbound(key_id, b"j", tuple(body))
 
-    def _session_reject(self, key_id: str, seq_num: int, msg_type: bytes, tag: int, reason: int, text: str) -> Outbound:
-        return Outbound(key_id, b"3", (
-            (45, str(seq_num).encode()), (58, text.encode()), (371, str(tag).encode()),
-            (372, msg_type), (373, str(reason).encode()),
-        ))
+    def _session_reject(
+        self, key_id: str, seq_num: int, msg_type: bytes, tag: int, reason: int, text: str
+    ) -> Outbound:
+        return Outbound(
+            key_id,
+            b"3",
+            (
+                (45, str(seq_num).encode()),
+                (58, text.encode()),
+                (371, str(tag).encode()),
+                (372, msg_type),
+                (373, str(reason).encode()),
+            ),
+        )
 
     # --- execution reports -------------------------------------------------------------------
 
@@ -1062,7 +1131,11 @@ class Exchange:
             if s is not None and s.endpoint in _ORDER_ENTRY:
                 result.append(s)
         for s in self._sessions_of(order.account_id):
-            if s.endpoint in _ORDER_ENTRY and (s.is_listener or order.rfq_maker) and s not in result:
+            if (
+                s.endpoint in _ORDER_ENTRY
+                and (s.is_listener or order.rfq_maker)
+                and s not in result
+            ):
                 result.append(s)
         return result
 
@@ -1105,9 +1178,13 @@ class Exchange:
         )
         return attrs.evolve(rec, body=render_execution_report(rec))
 
-    def _exec(self, order: Order, exec_type: str, ord_status: str, out: list[Outbound], **kw: Any) -> ExecRecord:
+    def _exec(
+        self, order: Order, exec_type: str, ord_status: str, out: list[Outbound], **kw: Any
+    ) -> ExecRecord:
         """Generate a real execution (new ExecID): store it and deliver it."""
-        rec = self._record(order, exec_type, ord_status, exec_id=self._next_exec_id(order.exchange_index), **kw)
+        rec = self._record(
+            order, exec_type, ord_status, exec_id=self._next_exec_id(order.exchange_index), **kw
+        )
         index = order.exchange_index
         k = rec.exec_key
         keys, times = self._exec_log.setdefault(index, ([], []))
@@ -1121,7 +1198,15 @@ class Exchange:
             out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
         return rec
 
-    def _pending(self, order: Order, exec_type: str, out: list[Outbound], *, cl: str | None = None, orig: str | None = None) -> None:
+    def _pending(
+        self,
+        order: Order,
+        exec_type: str,
+        out: list[Outbound],
+        *,
+        cl: str | None = None,
+        orig: str | None = None,
+    ) -> None:
         """A PENDING report (ExecID -1;-1) to the recipients that did not ask to skip them."""
         saved = order.cl_ord_id
         if cl is not None:
@@ -1152,14 +1237,32 @@ class Exchange:
         reaches the matching engine's sequence, and rejects are never replayed (§4.7, UNCONFIRMED
         placeholder values). It goes to the sender and the account's listeners."""
         rec = ExecRecord(
-            exec_id=_PENDING_EXEC_ID, exchange_index=index, account_id=sess.account_id, key_id=sess.key_id,
-            order_id=_NO_ORDER_ID, cl_ord_id=cl, orig_cl_ord_id=None, exec_type="8", ord_status="8",
-            symbol=symbol, side=side, order_qty=qty or ZERO, cum_qty=ZERO, leaves_qty=ZERO, avg_px=ZERO,
-            price=price, time=self._now, rej_reason=reason, text=text, sub=sub,
+            exec_id=_PENDING_EXEC_ID,
+            exchange_index=index,
+            account_id=sess.account_id,
+            key_id=sess.key_id,
+            order_id=_NO_ORDER_ID,
+            cl_ord_id=cl,
+            orig_cl_ord_id=None,
+            exec_type="8",
+            ord_status="8",
+            symbol=symbol,
+            side=side,
+            order_qty=qty or ZERO,
+            cum_qty=ZERO,
+            leaves_qty=ZERO,
+            avg_px=ZERO,
+            price=price,
+            time=self._now,
+            rej_reason=reason,
+            text=text,
+            sub=sub,
         )
         targets = [sess]
         if listeners:
-            targets += [s for s in self._sessions_of(sess.account_id) if s.is_listener and s is not sess]
+            targets += [
+                s for s in self._sessions_of(sess.account_id) if s.is_listener and s is not sess
+            ]
         for s in targets:
             out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
 
@@ -1250,7 +1353,11 @@ class Exchange:
     def _cancel_on_pause(self, market: _Market | None, text: str, out: list[Outbound]) -> None:
         # The docs name no Text for these cancels; the pause's own code is our choice.
         for order in sorted(self._open_orders.values(), key=lambda o: o.seq):
-            if order.cancel_on_pause and order.is_open and (market is None or order.symbol == market.ticker):
+            if (
+                order.cancel_on_pause
+                and order.is_open
+                and (market is None or order.symbol == market.ticker)
+            ):
                 self._cancel(order, out, text=text)
 
     def _market_closed_text(self, market: _Market) -> str | None:
@@ -1298,7 +1405,14 @@ class Exchange:
                 break
         return got, cost, False
 
-    def _match(self, taker: Order, market: _Market, out: list[Outbound], *, ioc_final: Decimal | None = None) -> None:
+    def _match(
+        self,
+        taker: Order,
+        market: _Market,
+        out: list[Outbound],
+        *,
+        ioc_final: Decimal | None = None,
+    ) -> None:
         """Trade ``taker`` against the book at the resting orders' prices, best first."""
         other = SELL if taker.side == BUY else BUY
         while taker.is_open and taker.leaves_qty > 0:
@@ -1346,10 +1460,19 @@ class Exchange:
                 order.status = status
             pos = self._positions.get((order.account_id, order.sub, order.symbol), ZERO)
             self._exec(
-                order, "F", status, out,
-                last_qty=qty, last_px=px, trd_match_id=match_id, aggressor=aggressor,
-                long_qty=max(pos, ZERO), short_qty=max(-pos, ZERO),
-                fee=fee, balance_change=balance, single_market_return=returned,
+                order,
+                "F",
+                status,
+                out,
+                last_qty=qty,
+                last_px=px,
+                trd_match_id=match_id,
+                aggressor=aggressor,
+                long_qty=max(pos, ZERO),
+                short_qty=max(-pos, ZERO),
+                fee=fee,
+                balance_change=balance,
+                single_market_return=returned,
             )
         for order in (taker, maker):
             group = self._groups.get(order.group_id) if order.group_id else None
@@ -1357,10 +1480,15 @@ class Exchange:
                 continue
             group.fills.append((self._now, qty))
             # "Exceeds" the limit (REFERENCE §5): strictly greater.
-            if not group.triggered and group.volume(self._now, self.config.order_group_window) > group.limit:
+            if (
+                not group.triggered
+                and group.volume(self._now, self.config.order_group_window) > group.limit
+            ):
                 self._trigger_group(group, out)
 
-    def _book_trade(self, order: Order, qty: Decimal, px: Decimal, aggressor: bool) -> tuple[Decimal, Decimal, Decimal]:
+    def _book_trade(
+        self, order: Order, qty: Decimal, px: Decimal, aggressor: bool
+    ) -> tuple[Decimal, Decimal, Decimal]:
         """Move position and cash for one side of a fill: (fee, BALANCE delta, collateral returned).
 
         Buying Yes costs p per contract; against a held No position the pair is redeemed for $1
@@ -1390,7 +1518,9 @@ class Exchange:
 
     # --- NewOrderSingle ----------------------------------------------------------------------
 
-    def _on_new_order(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def _on_new_order(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
         acct = self._accounts[sess.account_id]
         flags = sess.flags
         cl = _text(_need(msg, 11))
@@ -1421,11 +1551,22 @@ class Exchange:
         market = self._markets.get(symbol)
         sub = alloc or 0
 
-        def reject(reason: int, text: str, price: Decimal | None = None, listeners: bool = True) -> None:
+        def reject(
+            reason: int, text: str, price: Decimal | None = None, listeners: bool = True
+        ) -> None:
             self._reject_order(
-                sess, out, cl=cl, side=side, symbol=symbol, qty=qty, price=price, reason=reason,
-                text=text, index=market.exchange_index if market else None,
-                sub=sub if 0 <= sub <= 63 else 0, listeners=listeners,
+                sess,
+                out,
+                cl=cl,
+                side=side,
+                symbol=symbol,
+                qty=qty,
+                price=price,
+                reason=reason,
+                text=text,
+                index=market.exchange_index if market else None,
+                sub=sub if 0 <= sub <= 63 else 0,
+                listeners=listeners,
             )
 
         if not _valid_cl_ord_id(cl):
@@ -1453,7 +1594,9 @@ class Exchange:
             return reject(13, "INVALID_ORDER")
         if max_cost is not None and max_cost <= 0:
             return reject(11, "INVALID_ORDER")
-        if market is None or (ex_dest is not None and ex_dest >= 0 and ex_dest != market.exchange_index):
+        if market is None or (
+            ex_dest is not None and ex_dest >= 0 and ex_dest != market.exchange_index
+        ):
             # An explicit ExDestination sends the order to a shard that does not list the market.
             return reject(1, "MARKET_NOT_FOUND")
         price = self._parse_price(raw_price, flags.use_dollars, market)
@@ -1467,17 +1610,25 @@ class Exchange:
         group: _OrderGroup | None = None
         if group_raw is not None:
             group = self._groups.get(_text(group_raw))
-            if group is None or group.account_id != acct.account_id or group.sub != sub or group.exchange_index != market.exchange_index:
+            if (
+                group is None
+                or group.account_id != acct.account_id
+                or group.sub != sub
+                or group.exchange_index != market.exchange_index
+            ):
                 return reject(11, "ORDER_GROUP_NOT_FOUND", price)
             if group.triggered:
                 # REFERENCE §11 #16.
                 return reject(3, "EXCEEDED_ORDER_GROUP_RISK_LIMIT", price)
         if acct.balance is not None:
+
             def cost(o_side: str, p: Decimal, q: Decimal) -> Decimal:
                 return q * (p if o_side == BUY else ONE - p)
 
             # Simplified: resting orders reserve their full cost; no netting against positions.
-            reserved = sum((cost(o.side, o.price, o.leaves_qty) for o in acct.orders.values()), ZERO)
+            reserved = sum(
+                (cost(o.side, o.price, o.leaves_qty) for o in acct.orders.values()), ZERO
+            )
             if reserved + cost(side, price, qty) > acct.balance + acct.cash:
                 return reject(3, "INSUFFICIENT_BALANCE", price)
         fault = self._order_faults.popleft() if self._order_faults else None
@@ -1492,11 +1643,21 @@ class Exchange:
         if tif == b"6" and expire_time is not None and expire_time <= self._now:
             effective_tif = "3"  # an ExpireTime already past makes the order IOC (§4.4)
         order = self._new_order(
-            account_id=acct.account_id, key_id=sess.key_id, market=market, side=side, price=price,
-            qty=qty, cl_ord_id=cl, tif=effective_tif, stp=stp or 1, sub=sub,
+            account_id=acct.account_id,
+            key_id=sess.key_id,
+            market=market,
+            side=side,
+            price=price,
+            qty=qty,
+            cl_ord_id=cl,
+            tif=effective_tif,
+            stp=stp or 1,
+            sub=sub,
             expire_time=expire_time if effective_tif in ("0", "6") else None,
-            post_only=post_only, group_id=group.group_id if group else None,
-            cancel_on_pause=cancel_on_pause, parties=parties,
+            post_only=post_only,
+            group_id=group.group_id if group else None,
+            cancel_on_pause=cancel_on_pause,
+            parties=parties,
             emit_new_before_trade=flags.always_emit_new_before_trade,
             ioc_cancel_report=flags.enable_ioc_cancel_report,
         )
@@ -1509,7 +1670,9 @@ class Exchange:
             out[mark:] = [o for o in out[mark:] if o.key_id != sess.key_id]
             reject(99, fault.text, price, listeners=False)
 
-    def _execute_new(self, order: Order, market: _Market, max_cost: Decimal | None, out: list[Outbound]) -> None:
+    def _execute_new(
+        self, order: Order, market: _Market, max_cost: Decimal | None, out: list[Outbound]
+    ) -> None:
         if order.post_only:
             other = SELL if order.side == BUY else BUY
             best = market.book.best(other)
@@ -1522,7 +1685,12 @@ class Exchange:
             if got < order.leaves_qty or stp_stop or (max_cost is not None and cost > max_cost):
                 return self._cancel(order, out, text="FOK_INSUFFICIENT_VOLUME")
         ioc_final = None
-        if order.tif == "3" and not order.ioc_cancel_report and not stp_stop and ZERO < got < order.leaves_qty:
+        if (
+            order.tif == "3"
+            and not order.ioc_cancel_report
+            and not stp_stop
+            and ZERO < got < order.leaves_qty
+        ):
             ioc_final = got
         self._match(order, market, out, ioc_final=ioc_final)
         if not order.is_open:
@@ -1535,8 +1703,16 @@ class Exchange:
     # --- OrderCancelRequest / OrderCancelReplaceRequest -------------------------------------
 
     def _cxl_reject(
-        self, sess: _Session, out: list[Outbound], *, order: Order | None, cl: str, orig: str,
-        response_to: int, reason: int, text: str,
+        self,
+        sess: _Session,
+        out: list[Outbound],
+        *,
+        order: Order | None,
+        cl: str,
+        orig: str,
+        response_to: int,
+        reason: int,
+        text: str,
     ) -> None:
         body = (
             (37, (order.order_id if order else _NO_ORDER_ID).encode()),
@@ -1549,7 +1725,9 @@ class Exchange:
         )
         out.append(Outbound(sess.key_id, b"9", body))
 
-    def _find_order(self, acct: _Account, orig: str, order_id: str | None) -> tuple[Order | None, Order | None]:
+    def _find_order(
+        self, acct: _Account, orig: str, order_id: str | None
+    ) -> tuple[Order | None, Order | None]:
         """(open order, closed order) named by OrigClOrdID (any of its chain) or OrderID."""
         order = acct.open_by_cl.get(orig)
         if order is None and order_id is not None:
@@ -1559,13 +1737,19 @@ class Exchange:
         closed = None if order is not None else acct.closed_by_cl.get(orig)
         return order, closed
 
-    def _on_cancel(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def _on_cancel(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
         self._cancel_or_replace(sess, msg, out, replace=False)
 
-    def _on_replace(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def _on_replace(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
         self._cancel_or_replace(sess, msg, out, replace=True)
 
-    def _cancel_or_replace(self, sess: _Session, msg: FixMessage, out: list[Outbound], *, replace: bool) -> None:
+    def _cancel_or_replace(
+        self, sess: _Session, msg: FixMessage, out: list[Outbound], *, replace: bool
+    ) -> None:
         acct = self._accounts[sess.account_id]
         cl = _text(_need(msg, 11))
         orig = _text(_need(msg, 41))
@@ -1585,8 +1769,16 @@ class Exchange:
         order, closed = self._find_order(acct, orig, order_id)
 
         def refuse(reason: int, text: str) -> None:
-            self._cxl_reject(sess, out, order=order or closed, cl=cl, orig=orig,
-                             response_to=response_to, reason=reason, text=text)
+            self._cxl_reject(
+                sess,
+                out,
+                order=order or closed,
+                cl=cl,
+                orig=orig,
+                response_to=response_to,
+                reason=reason,
+                text=text,
+            )
 
         if order is None:
             if closed is not None and closed.status == "2":
@@ -1594,7 +1786,11 @@ class Exchange:
                 return refuse(2 if replace else 0, "CANNOT_UPDATE_FILLED_ORDER")
             # Unknown, cancelled or expired: the docs name no text; ORDER_NOT_FOUND is ours.
             return refuse(1, "ORDER_NOT_FOUND")
-        if order.side != side or order.symbol != symbol or (alloc is not None and alloc != order.sub):
+        if (
+            order.side != side
+            or order.symbol != symbol
+            or (alloc is not None and alloc != order.sub)
+        ):
             return refuse(1, "ORDER_NOT_FOUND")
         if not _valid_cl_ord_id(cl):
             return refuse(99, "INVALID_ORDER")
@@ -1626,7 +1822,8 @@ class Exchange:
             return refuse(99, "INVALID_ORDER")
         other = SELL if order.side == BUY else BUY
         crossing = [
-            o for o in market.book.iter_side(other)
+            o
+            for o in market.book.iter_side(other)
             if (o.price <= price if order.side == BUY else o.price >= price)
         ]
         if any(o.account_id == order.account_id and o is not order for o in crossing):
@@ -1662,21 +1859,40 @@ class Exchange:
 
     # --- OrderMassCancelRequest --------------------------------------------------------------
 
-    def _on_mass_cancel(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def _on_mass_cancel(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
         cl = _need(msg, 11)
         req_type = _need(msg, 530)
         last = sess.last_mass_cancel
         if last is not None and self._now - last < self.config.mass_cancel_min_interval:
-            out.append(self._business_reject(sess.key_id, seq_num, b"q", 8, "Rate limit exceeded: 1 mass cancel per second", cl))
+            out.append(
+                self._business_reject(
+                    sess.key_id,
+                    seq_num,
+                    b"q",
+                    8,
+                    "Rate limit exceeded: 1 mass cancel per second",
+                    cl,
+                )
+            )
             return
         sess.last_mass_cancel = self._now
         op_id = self._uuid().encode()
         if req_type != b"6":
             # 532 values are UNCONFIRMED; standard FIX 0 = mass cancel not supported.
-            out.append(Outbound(sess.key_id, b"r", ((11, cl), (37, op_id), (531, b"0"), (532, b"0"))))
+            out.append(
+                Outbound(sess.key_id, b"r", ((11, cl), (37, op_id), (531, b"0"), (532, b"0")))
+            )
             return
         if self._exchange_paused:
-            out.append(Outbound(sess.key_id, b"r", ((11, cl), (37, op_id), (531, b"0"), (532, b"99"), (58, b"EXCHANGE_PAUSED"))))
+            out.append(
+                Outbound(
+                    sess.key_id,
+                    b"r",
+                    ((11, cl), (37, op_id), (531, b"0"), (532, b"99"), (58, b"EXCHANGE_PAUSED")),
+                )
+            )
             return
         out.append(Outbound(sess.key_id, b"r", ((11, cl), (37, op_id), (531, b"6"))))
         # Scope: orders entered through this session's key, all shards (REFERENCE §11 #26).
@@ -1686,7 +1902,9 @@ class Exchange:
 
     # --- order groups ------------------------------------------------------------------------
 
-    def _on_order_group(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def _on_order_group(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
         action = _int(_need(msg, 20131), 20131)
         gid_raw = msg.get(20130)
         limit = _int(msg.get(20132), 20132)
@@ -1718,13 +1936,24 @@ class Exchange:
                 return bmr(0, "OrderGroupID must not be sent on Create; the exchange assigns it")
             if limit is None:
                 return bmr(5, "OrderGroupContractsLimit (20132) is required on Create")
-            group = _OrderGroup(group_id=self._uuid(), account_id=sess.account_id, sub=sub, exchange_index=index, limit=limit)
+            group = _OrderGroup(
+                group_id=self._uuid(),
+                account_id=sess.account_id,
+                sub=sub,
+                exchange_index=index,
+                limit=limit,
+            )
             self._groups[group.group_id] = group
             return uoh(group, True)
         if gid_raw is None:
             return bmr(5, "OrderGroupID (20130) is required for this action")
         found = self._groups.get(_text(gid_raw))
-        if found is None or found.account_id != sess.account_id or found.sub != sub or found.exchange_index != index:
+        if (
+            found is None
+            or found.account_id != sess.account_id
+            or found.sub != sub
+            or found.exchange_index != index
+        ):
             return bmr(1, "ORDER_GROUP_NOT_FOUND")
         group = found
         window = self.config.order_group_window
@@ -1750,7 +1979,9 @@ class Exchange:
 
     # --- drop copy ---------------------------------------------------------------------------
 
-    def _on_event_resend(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def _on_event_resend(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
         begin_raw = _text(_need(msg, 21001))
         end_raw = msg.get_str(21002)
         try:
@@ -1822,15 +2053,29 @@ class Exchange:
             sess = self._sessions.get(creator_key)
             flags = sess.flags if sess is not None else _DEFAULT_FLAGS
             creator_order = self._new_order(
-                account_id=creator_account, key_id=creator_key, market=market, side=creator_side,
-                price=yes_price, qty=qty, cl_ord_id=creator_cl, tif="3", sub=creator_sub,
+                account_id=creator_account,
+                key_id=creator_key,
+                market=market,
+                side=creator_side,
+                price=yes_price,
+                qty=qty,
+                cl_ord_id=creator_cl,
+                tif="3",
+                sub=creator_sub,
                 emit_new_before_trade=flags.always_emit_new_before_trade,
             )
             self._register(creator_order)
         maker_order = self._new_order(
-            account_id=maker_account, key_id=maker_key, market=market,
-            side=SELL if creator_side == BUY else BUY, price=yes_price, qty=qty, cl_ord_id=maker_cl,
-            tif="3", sub=maker_sub, rfq_maker=True,
+            account_id=maker_account,
+            key_id=maker_key,
+            market=market,
+            side=SELL if creator_side == BUY else BUY,
+            price=yes_price,
+            qty=qty,
+            cl_ord_id=maker_cl,
+            tif="3",
+            sub=maker_sub,
+            rfq_maker=True,
         )
         self._register(maker_order)
         self._fill(creator_order, maker_order, qty, yes_price, out)
@@ -1842,4 +2087,3 @@ def _valid_exec_id(value: str) -> bool:
     except ValueError:
         return False
     return True
-

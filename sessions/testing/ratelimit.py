@@ -40,7 +40,9 @@ TIER_BUDGETS: Mapping[str, tuple[int, int]] = MappingProxyType(
 def check_tier(tier: str) -> str:
     """Return ``tier`` if it is a known tier name; raise :class:`ConfigError` otherwise."""
     if tier not in TIER_BUDGETS:
-        raise ConfigError(f"unknown rate-limit tier {tier!r}; valid tiers: {', '.join(TIER_BUDGETS)}")
+        raise ConfigError(
+            f"unknown rate-limit tier {tier!r}; valid tiers: {', '.join(TIER_BUDGETS)}"
+        )
     return tier
 
 

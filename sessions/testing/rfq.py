@@ -40,7 +40,13 @@ __all__ = ["RfqDesk"]
 
 # RFQ states: open (quotes welcome) → accepted (a quote awaits the maker's confirmation) →
 # confirmed (waiting for the execution timer) → done; or cancelled.
-_OPEN, _ACCEPTED, _CONFIRMED, _DONE, _CANCELLED = "open", "accepted", "confirmed", "done", "cancelled"
+_OPEN, _ACCEPTED, _CONFIRMED, _DONE, _CANCELLED = (
+    "open",
+    "accepted",
+    "confirmed",
+    "done",
+    "cancelled",
+)
 # Quote states.
 _LIVE, _EXECUTED, _VOIDED = "live", "executed", "voided"
 
@@ -116,7 +122,10 @@ class RfqDesk:
 
     # --- creator: QuoteRequest ---------------------------------------------------------------
 
-    def on_quote_request(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def on_quote_request(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
+        """QuoteRequest (R) from a creator on KalshiRT: ack (b) and broadcast to makers, or AG."""
         ex = self.ex
         client_id = _text(_need(msg, 131))
         n = _need(msg, 146)
@@ -133,7 +142,13 @@ class RfqDesk:
             raise _FieldProblem(38, 1, "Required tag missing: 38 (or 152)")
 
         def ag(reason: int, text: str) -> None:
-            out.append(Outbound(sess.key_id, b"AG", ((131, client_id.encode()), (58, text.encode()), (658, str(reason).encode()))))
+            out.append(
+                Outbound(
+                    sess.key_id,
+                    b"AG",
+                    ((131, client_id.encode()), (58, text.encode()), (658, str(reason).encode())),
+                )
+            )
 
         if n != b"1":
             return ag(99, "NoRelatedSym (146) must be 1")
@@ -150,7 +165,14 @@ class RfqDesk:
             return ag(99, "INVALID_ORDER")
         if alloc is not None and not 0 <= alloc <= 63:
             return ag(99, "CUSTOMER_ACCOUNT_NOT_FOUND")
-        mine = [r for r in self.rfqs.values() if r.account_id == sess.account_id and r.symbol == symbol and r.state != _DONE and r.state != _CANCELLED]
+        mine = [
+            r
+            for r in self.rfqs.values()
+            if r.account_id == sess.account_id
+            and r.symbol == symbol
+            and r.state != _DONE
+            and r.state != _CANCELLED
+        ]
         # One open RFQ per market, as REST answers 409; ReplaceExisting closes the older open one.
         # The refusal text is UNCONFIRMED (REFERENCE §9.2).
         if mine and (not replace_existing or any(r.state != _OPEN for r in mine)):
@@ -159,19 +181,45 @@ class RfqDesk:
             self._close_rfq(old, out, text="RFQ_REPLACED")
             # The exchange closed it: an unsolicited RFQCancelStatus "expired" (21013=2).
             if ex.is_connected(old.key_id):
-                out.append(Outbound(old.key_id, b"UB", (
-                    (131, old.client_id.encode()), (21013, b"2"), (21023, old.rfq_id.encode()),
-                )))
+                out.append(
+                    Outbound(
+                        old.key_id,
+                        b"UB",
+                        (
+                            (131, old.client_id.encode()),
+                            (21013, b"2"),
+                            (21023, old.rfq_id.encode()),
+                        ),
+                    )
+                )
         rfq = _Rfq(
-            rfq_id=ex._uuid(), client_id=client_id, account_id=sess.account_id, key_id=sess.key_id,
-            symbol=symbol, qty=qty, cash_qty=cash, sub=alloc or 0,
+            rfq_id=ex._uuid(),
+            client_id=client_id,
+            account_id=sess.account_id,
+            key_id=sess.key_id,
+            symbol=symbol,
+            qty=qty,
+            cash_qty=cash,
+            sub=alloc or 0,
         )
         self.rfqs[rfq.rfq_id] = rfq
-        out.append(Outbound(sess.key_id, b"b", (
-            (131, client_id.encode()), (303, b"1"), (21023, rfq.rfq_id.encode()),
-            (100, str(market.exchange_index).encode()),
-        )))
-        body: list[tuple[int, bytes]] = [(131, rfq.rfq_id.encode()), (146, b"1"), (55, symbol.encode())]
+        out.append(
+            Outbound(
+                sess.key_id,
+                b"b",
+                (
+                    (131, client_id.encode()),
+                    (303, b"1"),
+                    (21023, rfq.rfq_id.encode()),
+                    (100, str(market.exchange_index).encode()),
+                ),
+            )
+        )
+        body: list[tuple[int, bytes]] = [
+            (131, rfq.rfq_id.encode()),
+            (146, b"1"),
+            (55, symbol.encode()),
+        ]
         if qty is not None:
             body.append((38, fmt_qty(qty)))
         if cash is not None:
@@ -192,9 +240,15 @@ class RfqDesk:
                 self._cancel_quote(q, out)
         for key in rfq.recipients:
             if self.ex.is_connected(key):
-                out.append(Outbound(key, b"AG", ((131, rfq.rfq_id.encode()), (58, text.encode()), (658, b"99"))))
+                out.append(
+                    Outbound(
+                        key, b"AG", ((131, rfq.rfq_id.encode()), (58, text.encode()), (658, b"99"))
+                    )
+                )
 
-    def _cancel_quote(self, quote: _Quote, out: list[Outbound], *, void_text: str = "EXPIRED") -> None:
+    def _cancel_quote(
+        self, quote: _Quote, out: list[Outbound], *, void_text: str = "EXPIRED"
+    ) -> None:
         """Cancel a live or accepted quote; an acceptance it carried is voided."""
         was_accepted = quote.state == _ACCEPTED
         quote.state = _CANCELLED if not was_accepted else _VOIDED
@@ -212,9 +266,13 @@ class RfqDesk:
 
     # --- maker: Quote ------------------------------------------------------------------------
 
-    def _ai(self, quote: _Quote, status: bytes, *, accepted: bool = False) -> tuple[tuple[int, bytes], ...]:
+    def _ai(
+        self, quote: _Quote, status: bytes, *, accepted: bool = False
+    ) -> tuple[tuple[int, bytes], ...]:
         body: list[tuple[int, bytes]] = [
-            (117, quote.maker_quote_id.encode()), (131, quote.rfq.rfq_id.encode()), (297, status),
+            (117, quote.maker_quote_id.encode()),
+            (131, quote.rfq.rfq_id.encode()),
+            (297, status),
         ]
         if quote.sub:
             body.append((79, str(quote.sub).encode()))
@@ -222,7 +280,10 @@ class RfqDesk:
             # 54 = the maker's side of the trade: 1 when its Yes bid was taken, 2 when its No bid
             # was (UNCONFIRMED whose side the docs mean).
             assert quote.creator_side is not None
-            body += [(54, SELL.encode() if quote.creator_side == BUY else BUY.encode()), (38, fmt_qty(quote.qty))]
+            body += [
+                (54, SELL.encode() if quote.creator_side == BUY else BUY.encode()),
+                (38, fmt_qty(quote.qty)),
+            ]
             return tuple(body)
         if status == b"10":
             rfq = quote.rfq
@@ -239,6 +300,7 @@ class RfqDesk:
         return tuple(body)
 
     def on_quote(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+        """Quote (S) from a maker: AI pending (or rejected) and a notification to the creator."""
         ex = self.ex
         mq = _text(_need(msg, 117))
         rid = _text(_need(msg, 131))
@@ -251,9 +313,18 @@ class RfqDesk:
         def reject(text: str) -> None:
             # 117 echoes the maker's ID: the docs say "empty", but an empty field is not valid
             # FIX, so the simulator keeps the ID the maker sent.
-            out.append(Outbound(sess.key_id, b"AI", (
-                (117, mq.encode()), (131, rid.encode()), (297, b"5"), (58, text.encode()),
-            )))
+            out.append(
+                Outbound(
+                    sess.key_id,
+                    b"AI",
+                    (
+                        (117, mq.encode()),
+                        (131, rid.encode()),
+                        (297, b"5"),
+                        (58, text.encode()),
+                    ),
+                )
+            )
 
         rfq = self.rfqs.get(rid)
         if rfq is None:
@@ -276,7 +347,11 @@ class RfqDesk:
         if any(p and (p >= ONE or p % market.tick) for p in (yes, no)):
             return reject("INVALID_QUOTE")
         same_id = self.maker_quotes.get((sess.account_id, mq))
-        if same_id is not None and same_id.state in (_LIVE, _ACCEPTED, _CONFIRMED) and same_id.rfq is not rfq:
+        if (
+            same_id is not None
+            and same_id.state in (_LIVE, _ACCEPTED, _CONFIRMED)
+            and same_id.rfq is not rfq
+        ):
             return reject("QUOTE_ALREADY_EXISTS")
         for prior in rfq.quotes:
             if prior.account_id == sess.account_id and prior.state in (_LIVE,):
@@ -285,8 +360,14 @@ class RfqDesk:
                 if prior.maker_quote_id != mq and ex.is_connected(prior.key_id):
                     out.append(Outbound(prior.key_id, b"AI", self._ai(prior, b"17")))
         quote = _Quote(
-            server_id=ex._uuid(), maker_quote_id=mq, rfq=rfq, account_id=sess.account_id,
-            key_id=sess.key_id, sub=alloc or 0, yes_bid=yes, no_bid=no,
+            server_id=ex._uuid(),
+            maker_quote_id=mq,
+            rfq=rfq,
+            account_id=sess.account_id,
+            key_id=sess.key_id,
+            sub=alloc or 0,
+            yes_bid=yes,
+            no_bid=no,
         )
         rfq.quotes.append(quote)
         self.quotes[quote.server_id] = quote
@@ -295,7 +376,9 @@ class RfqDesk:
         if ex.is_connected(rfq.key_id):
             # The creator sees a server QuoteID (makers' own IDs may collide) and dollar prices.
             body: list[tuple[int, bytes]] = [
-                (117, quote.server_id.encode()), (131, rfq.rfq_id.encode()), (55, rfq.symbol.encode()),
+                (117, quote.server_id.encode()),
+                (131, rfq.rfq_id.encode()),
+                (55, rfq.symbol.encode()),
             ]
             if yes:
                 body.append((132, fmt_price(yes, True)))
@@ -307,7 +390,11 @@ class RfqDesk:
                 body.append((134, fmt_qty(rfq.size(yes))))
             if no:
                 body.append((135, fmt_qty(rfq.size(no))))
-            body += [(453, b"1"), (448, ex._accounts[sess.account_id].public_id.encode()), (452, b"35")]
+            body += [
+                (453, b"1"),
+                (448, ex._accounts[sess.account_id].public_id.encode()),
+                (452, b"35"),
+            ]
             out.append(Outbound(rfq.key_id, b"S", tuple(body)))
 
     # --- creator: AcceptQuote / NewOrderSingle with QuoteID ----------------------------------
@@ -317,7 +404,11 @@ class RfqDesk:
     ) -> tuple[_Quote | None, str | None]:
         """(quote to accept, None) or (None, reject text)."""
         quote = self.quotes.get(quote_id)
-        if quote is None or quote.rfq.account_id != account_id or (rfq_id is not None and rfq_id != quote.rfq.rfq_id):
+        if (
+            quote is None
+            or quote.rfq.account_id != account_id
+            or (rfq_id is not None and rfq_id != quote.rfq.rfq_id)
+        ):
             return None, "NOT_FOUND"
         rfq = quote.rfq
         if quote.state != _LIVE or rfq.state != _OPEN:
@@ -333,7 +424,15 @@ class RfqDesk:
             return None, self.ex._market_closed_text(market)
         return quote, None
 
-    def _accept(self, quote: _Quote, side: str, qty: Decimal, creator_key: str, creator_cl: str, out: list[Outbound]) -> None:
+    def _accept(
+        self,
+        quote: _Quote,
+        side: str,
+        qty: Decimal,
+        creator_key: str,
+        creator_cl: str,
+        out: list[Outbound],
+    ) -> None:
         ex = self.ex
         rfq = quote.rfq
         market = ex._markets[rfq.symbol]
@@ -343,13 +442,20 @@ class RfqDesk:
         quote.qty = qty
         quote.creator_key = creator_key
         quote.creator_cl = creator_cl
-        window = ex.config.rfq_confirm_window_hvm if market.high_volatility else ex.config.rfq_confirm_window
+        window = (
+            ex.config.rfq_confirm_window_hvm
+            if market.high_volatility
+            else ex.config.rfq_confirm_window
+        )
         quote.deadline = ex._now + window
         ex._add_timer(quote.deadline, "rfq_confirm", quote.server_id)
         if ex.is_connected(quote.key_id):
             out.append(Outbound(quote.key_id, b"AI", self._ai(quote, b"0", accepted=True)))
 
-    def on_accept_quote(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def on_accept_quote(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
+        """AcceptQuote (UA): UC to the creator, AI accepted to the maker; starts the window."""
         qid = _text(_need(msg, 117))
         side = _text(_need(msg, 54))
         rfq_id = msg.get_str(21023)
@@ -398,17 +504,31 @@ class RfqDesk:
         acceptance is voided the order is cancelled with ``58=EXPIRED``.
         """
         ex = self.ex
-        quote, problem = self._acceptable(sess.account_id, _text(msg.get(117) or b""), msg.get_str(21023), side, False)
+        quote, problem = self._acceptable(
+            sess.account_id, _text(msg.get(117) or b""), msg.get_str(21023), side, False
+        )
         if quote is None:
-            return reject(8, "EXPIRED") if problem in ("NOT_FOUND", "EXPIRED") else reject(11, problem or "INVALID_ORDER")
+            return (
+                reject(8, "EXPIRED")
+                if problem in ("NOT_FOUND", "EXPIRED")
+                else reject(11, problem or "INVALID_ORDER")
+            )
         if qty > quote.rfq.size(quote.taken_price(side)):
             return reject(13, "INVALID_ORDER")
         market = ex._markets[quote.rfq.symbol]
         yes_price = quote.yes_price(side)
         order = ex._new_order(
-            account_id=sess.account_id, key_id=sess.key_id, market=market, side=side, price=yes_price,
-            qty=qty, cl_ord_id=cl, tif="3", sub=quote.rfq.sub,
-            emit_new_before_trade=sess.flags.always_emit_new_before_trade, rfq_quote=quote.server_id,
+            account_id=sess.account_id,
+            key_id=sess.key_id,
+            market=market,
+            side=side,
+            price=yes_price,
+            qty=qty,
+            cl_ord_id=cl,
+            tif="3",
+            sub=quote.rfq.sub,
+            emit_new_before_trade=sess.flags.always_emit_new_before_trade,
+            rfq_quote=quote.server_id,
         )
         ex._register(order)
         ex._pending(order, "A", out)
@@ -417,7 +537,10 @@ class RfqDesk:
 
     # --- creator: RFQCancel ------------------------------------------------------------------
 
-    def on_rfq_cancel(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def on_rfq_cancel(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
+        """RFQCancel (UE) by client or server RFQ ID: UB, and the RFQ is withdrawn from makers."""
         client = msg.get_str(131)
         rid = msg.get_str(21023)
         if client is None and rid is None:
@@ -441,8 +564,9 @@ class RfqDesk:
                 body.append((58, text.encode()))
             out.append(Outbound(sess.key_id, b"UB", tuple(body)))
 
-        if rfq is None or rfq.account_id != sess.account_id or rfq.state == _CANCELLED:
-            rfq = None if rfq is not None and rfq.account_id != sess.account_id else rfq
+        if rfq is not None and rfq.account_id != sess.account_id:
+            rfq = None  # another member's RFQ: not even its ID is echoed
+        if rfq is None or rfq.state == _CANCELLED:
             return ub(b"1", "NOT_FOUND")
         if rfq.state in (_CONFIRMED, _DONE):
             return ub(b"1", "TOO_LATE")
@@ -459,7 +583,10 @@ class RfqDesk:
             quote = None
         return mq, quote
 
-    def on_quote_cancel(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def on_quote_cancel(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
+        """QuoteCancel (Z): U9, plus AI cancelled; an unconfirmed acceptance is voided."""
         mq, quote = self._maker_quote(sess, msg)
 
         def u9(status: bytes, text: str | None = None) -> None:
@@ -475,7 +602,10 @@ class RfqDesk:
         u9(b"0")
         self._cancel_quote(quote, out)
 
-    def on_quote_confirm(self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]) -> None:
+    def on_quote_confirm(
+        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+    ) -> None:
+        """QuoteConfirm (U7) inside the window: U8 and the execution timer starts."""
         mq, quote = self._maker_quote(sess, msg)
 
         def u8(status: bytes, text: str | None = None) -> None:
@@ -494,7 +624,11 @@ class RfqDesk:
         market = ex._markets[quote.rfq.symbol]
         quote.state = _CONFIRMED
         quote.rfq.state = _CONFIRMED
-        delay = ex.config.rfq_execution_delay_hvm if market.high_volatility else ex.config.rfq_execution_delay
+        delay = (
+            ex.config.rfq_execution_delay_hvm
+            if market.high_volatility
+            else ex.config.rfq_execution_delay
+        )
         quote.execute_at = ex._now + delay
         ex._add_timer(quote.execute_at, "rfq_execute", quote.server_id)
         u8(b"0")
@@ -502,6 +636,7 @@ class RfqDesk:
     # --- timers ------------------------------------------------------------------------------
 
     def timer_live(self, kind: str, ref: str, when: float) -> bool:
+        """Whether a queued RFQ timer still applies (the quote is still in that state)."""
         quote = self.quotes.get(ref)
         if quote is None:
             return False
@@ -512,6 +647,7 @@ class RfqDesk:
         return False
 
     def fire_timer(self, kind: str, ref: str, out: list[Outbound]) -> None:
+        """Run an RFQ timer: void an unconfirmed acceptance, or execute a confirmed quote."""
         quote = self.quotes[ref]
         if kind == "rfq_confirm":
             # Not confirmed in time: the acceptance is voided; the docs name no message to the
@@ -532,17 +668,29 @@ class RfqDesk:
             quote.state = _VOIDED
             self._void_acceptance(quote, out, ex._market_closed_text(market) or "EXPIRED")
             return
-        assert quote.creator_side is not None and quote.creator_key is not None and quote.creator_cl is not None
+        assert (
+            quote.creator_side is not None
+            and quote.creator_key is not None
+            and quote.creator_cl is not None
+        )
         quote.state = _EXECUTED
         rfq.state = _DONE
         ex._rfq_trade(
-            creator_account=rfq.account_id, creator_key=quote.creator_key, creator_cl=quote.creator_cl,
-            creator_side=quote.creator_side, creator_sub=rfq.sub,
-            maker_account=quote.account_id, maker_key=quote.key_id, maker_cl=quote.maker_quote_id,
-            maker_sub=quote.sub, market=market, yes_price=quote.yes_price(quote.creator_side),
-            qty=quote.qty, out=out, creator_order=order,
+            creator_account=rfq.account_id,
+            creator_key=quote.creator_key,
+            creator_cl=quote.creator_cl,
+            creator_side=quote.creator_side,
+            creator_sub=rfq.sub,
+            maker_account=quote.account_id,
+            maker_key=quote.key_id,
+            maker_cl=quote.maker_quote_id,
+            maker_sub=quote.sub,
+            market=market,
+            yes_price=quote.yes_price(quote.creator_side),
+            qty=quote.qty,
+            out=out,
+            creator_order=order,
         )
         for other in rfq.quotes:
             if other.state == _LIVE:
                 self._cancel_quote(other, out)
-

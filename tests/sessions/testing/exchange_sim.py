@@ -20,16 +20,28 @@ def fix(msg_type: str, *pairs: tuple[int, Any]) -> FixMessage:
     return FixMessage([(35, msg_type), *pairs])
 
 
-def nos(cl: str, side: int, price: Any, qty: Any, *extra: tuple[int, Any], symbol: str = MKT, tif: str = "1") -> FixMessage:
+def nos(
+    cl: str,
+    side: int,
+    price: Any,
+    qty: Any,
+    *extra: tuple[int, Any],
+    symbol: str = MKT,
+    tif: str = "1",
+) -> FixMessage:
     """A limit NewOrderSingle."""
-    return fix("D", (11, cl), (38, qty), (40, 2), (44, price), (54, side), (55, symbol), (59, tif), *extra)
+    return fix(
+        "D", (11, cl), (38, qty), (40, 2), (44, price), (54, side), (55, symbol), (59, tif), *extra
+    )
 
 
 def cxl(cl: str, orig: str, side: int, *extra: tuple[int, Any], symbol: str = MKT) -> FixMessage:
     return fix("F", (11, cl), (41, orig), (54, side), (55, symbol), *extra)
 
 
-def amend(cl: str, orig: str, side: int, qty: Any, price: Any = None, symbol: str = MKT) -> FixMessage:
+def amend(
+    cl: str, orig: str, side: int, qty: Any, price: Any = None, symbol: str = MKT
+) -> FixMessage:
     pairs: list[tuple[int, Any]] = [(11, cl), (41, orig), (38, qty), (40, 2)]
     if price is not None:
         pairs.append((44, price))
@@ -55,7 +67,9 @@ def kinds(out: Iterable[Outbound], key: str | None = None) -> list[str]:
     return [f"{e[150]}/{e[39]}" for e in ers(out, key)]
 
 
-def of_type(out: Iterable[Outbound], msg_type: bytes, key: str | None = None) -> list[dict[int, str]]:
+def of_type(
+    out: Iterable[Outbound], msg_type: bytes, key: str | None = None
+) -> list[dict[int, str]]:
     return [fields(o) for o in out if o.msg_type == msg_type and (key is None or o.key_id == key)]
 
 
@@ -68,7 +82,14 @@ class Sim:
         self._seq: dict[str, int] = {}
         self.ex.add_account("A")
         self.ex.add_account("B")
-        for key, acct in (("a1", "A"), ("a2", "A"), ("alisten", "A"), ("b1", "B"), ("blisten", "B"), ("adc", "A")):
+        for key, acct in (
+            ("a1", "A"),
+            ("a2", "A"),
+            ("alisten", "A"),
+            ("b1", "B"),
+            ("blisten", "B"),
+            ("adc", "A"),
+        ):
             self.ex.add_key(key, acct)
         self.ex.add_market(MKT)
 

@@ -10,7 +10,20 @@ from decimal import Decimal
 
 import pytest
 
-from exchange_sim import MKT, T0, Sim, amend, cxl, ers, fields, fix, kinds, nos, of_type, trading_sim
+from exchange_sim import (
+    MKT,
+    T0,
+    Sim,
+    amend,
+    cxl,
+    ers,
+    fields,
+    fix,
+    kinds,
+    nos,
+    of_type,
+    trading_sim,
+)
 from sessions.errors import ConfigError, LocalProtocolError
 from sessions.logon import LogonOptions
 from sessions.message import FixMessage, utc_timestamp
@@ -53,15 +66,29 @@ def test_setup_errors_name_the_problem() -> None:
 
 
 def test_logon_flags_from_logon_message_and_options() -> None:
-    logon = FixMessage([(35, "A"), (8013, "Y"), (20126, "N"), (20127, "Y"), (21005, "Y"), (21003, "Y"), (21026, "Y")])
+    logon = FixMessage(
+        [
+            (35, "A"),
+            (8013, "Y"),
+            (20126, "N"),
+            (20127, "Y"),
+            (21005, "Y"),
+            (21003, "Y"),
+            (21026, "Y"),
+        ]
+    )
     f = LogonFlags.from_logon(logon)
     assert f.cancel_orders_on_disconnect and f.use_dollars and f.always_emit_new_before_trade
     assert f.skip_pending_exec_reports  # legacy tag 21003
     assert not f.listener_session and f.receive_settlement_reports is True
     assert LogonFlags.from_logon(FixMessage([(35, "A")])) == LogonFlags()
-    opts = LogonOptions(listener_session=True, skip_pending_exec_reports=True, receive_settlement_reports=False)
+    opts = LogonOptions(
+        listener_session=True, skip_pending_exec_reports=True, receive_settlement_reports=False
+    )
     g = LogonFlags.from_options(opts)
-    assert g.listener_session and g.skip_pending_exec_reports and g.receive_settlement_reports is False
+    assert (
+        g.listener_session and g.skip_pending_exec_reports and g.receive_settlement_reports is False
+    )
     assert g.wants_settlement_reports("KalshiPT") is False
     assert LogonFlags().wants_settlement_reports("KalshiPT") is True
     assert LogonFlags().wants_settlement_reports("KalshiRT") is False
@@ -119,7 +146,11 @@ def test_price_time_priority_and_partial_fills(sim: Sim) -> None:
     sim.send("b1", nos("m3", 2, 50, 2), dt=1)
     out = sim.send("a1", nos("t1", 1, 52, 5), dt=1)
     fills = ers(out, "a1")
-    assert [(f[31], f[32], f[39]) for f in fills] == [("50", "2.00", "1"), ("50", "2.00", "1"), ("52", "1.00", "2")]
+    assert [(f[31], f[32], f[39]) for f in fills] == [
+        ("50", "2.00", "1"),
+        ("50", "2.00", "1"),
+        ("52", "1.00", "2"),
+    ]
     assert fills[-1][6] == "50.4"  # average in cents
     maker = ers(out, "b1")
     assert [m[11] for m in maker] == ["m2", "m3", "m1"]
@@ -269,7 +300,10 @@ def test_replace_rejects(sim: Sim) -> None:
     sim.send("a1", nos("c1", 1, 40, 10))
     sim.send("b1", nos("m1", 2, 40, 4))
     out = sim.send("a1", amend("c2", "c1", 1, 3))
-    assert (of_type(out, b"9")[0][102], of_type(out, b"9")[0][58]) == ("2", "INVALID_AMEND_QTY_FOR_ORDER")
+    assert (of_type(out, b"9")[0][102], of_type(out, b"9")[0][58]) == (
+        "2",
+        "INVALID_AMEND_QTY_FOR_ORDER",
+    )
     assert of_type(out, b"9")[0][434] == "2" and of_type(out, b"9")[0][39] == "1"
     out = sim.send("a1", amend("c3", "c1", 1, 10, 100))
     assert of_type(out, b"9")[0][58] == "INVALID_PRICE" and of_type(out, b"9")[0][102] == "99"
@@ -312,7 +346,11 @@ def test_replace_priority_and_marketable_replace(sim: Sim) -> None:
         (nos("c1", 1, 40, 1, (100, 3)), "1", "MARKET_NOT_FOUND"),
         (nos("bad id!", 1, 40, 1), "11", "INVALID_ORDER"),
         (nos("x" * 65, 1, 40, 1), "11", "INVALID_ORDER"),
-        (fix("D", (11, "c1"), (38, 1), (40, 1), (44, 40), (54, 1), (55, MKT)), "11", "INVALID_ORDER"),
+        (
+            fix("D", (11, "c1"), (38, 1), (40, 1), (44, 40), (54, 1), (55, MKT)),
+            "11",
+            "INVALID_ORDER",
+        ),
         (nos("c1", 3, 40, 1), "11", "INVALID_ORDER"),
         (nos("c1", 1, 0, 1), "11", "INVALID_ORDER"),
         (nos("c1", 1, 100, 1), "11", "INVALID_ORDER"),
@@ -324,7 +362,11 @@ def test_replace_priority_and_marketable_replace(sim: Sim) -> None:
         (nos("c1", 1, 40, "0.005"), "13", "INVALID_ORDER"),
         (nos("c1", 1, 40, 0), "13", "INVALID_ORDER"),
         (nos("c1", 1, 40, 1, (79, 64)), "15", "CUSTOMER_ACCOUNT_NOT_FOUND"),
-        (nos("c1", 1, 40, 1, (526, "00000000-0000-4000-8000-000000000000")), "11", "ORDER_GROUP_NOT_FOUND"),
+        (
+            nos("c1", 1, 40, 1, (526, "00000000-0000-4000-8000-000000000000")),
+            "11",
+            "ORDER_GROUP_NOT_FOUND",
+        ),
     ],
 )
 def test_order_rejects(sim: Sim, msg: FixMessage, reason: str, text: str) -> None:
@@ -403,7 +445,12 @@ def test_unsupported_message_types_and_listener_refusals(sim: Sim) -> None:
     assert of_type(sim.send("adc", nos("c1", 1, 40, 1)), b"j")[0][380] == "3"
     assert of_type(sim.send("a1", fix("S", (117, "q"))), b"j")[0][380] == "3"
     sim.listen()
-    for m in (nos("c1", 1, 40, 1), cxl("c2", "c1", 1), fix("q", (11, "m"), (530, 6)), fix("UOG", (20131, 1), (20132, 5))):
+    for m in (
+        nos("c1", 1, 40, 1),
+        cxl("c2", "c1", 1),
+        fix("q", (11, "m"), (530, 6)),
+        fix("UOG", (20131, 1), (20132, 5)),
+    ):
         (j,) = of_type(sim.send("alisten", m), b"j")
         assert j[380] == "6"
     assert sim.ex.open_orders("A") == []
@@ -503,7 +550,9 @@ def test_order_group_scope_is_subaccount_and_shard(sim: Sim) -> None:
     gid = _create_group(sim, 10, "a1", (79, 2))
     out = sim.send("a1", fix("UOG", (20131, 2), (20130, gid)))  # without 79=2
     assert of_type(out, b"j")[0][58] == "ORDER_GROUP_NOT_FOUND"
-    assert of_type(sim.send("a1", fix("UOG", (20131, 2), (20130, gid), (79, 2))), b"UOH")[0][79] == "2"
+    assert (
+        of_type(sim.send("a1", fix("UOG", (20131, 2), (20130, gid), (79, 2))), b"UOH")[0][79] == "2"
+    )
     assert ers(sim.send("a1", nos("g1", 1, 40, 1, (526, gid))))[0][58] == "ORDER_GROUP_NOT_FOUND"
     out = sim.send("a1", nos("g2", 1, 40, 1, (526, gid), (79, 2)))
     assert kinds(out) == ["0/0"] and ers(out)[0][79] == "2"
@@ -544,7 +593,10 @@ def test_cancel_orders_on_disconnect(sim: Sim) -> None:
     sim.send("a1", nos("keep", 1, 39, 1))
     sim.now += 1
     out = sim.ex.disconnect("a2", sim.now)
-    assert [(o.key_id, fields(o)[11], fields(o)[150]) for o in out] == [("alisten", "c1", "4"), ("alisten", "c2", "4")]
+    assert [(o.key_id, fields(o)[11], fields(o)[150]) for o in out] == [
+        ("alisten", "c1", "4"),
+        ("alisten", "c2", "4"),
+    ]
     assert [o.cl_ord_id for o in sim.ex.open_orders("A")] == ["keep"]
     assert sim.ex.ground_truth("A")[-1].exec_type == "4"
     assert sim.ex.disconnect("a1", sim.now) == []  # without 8013 nothing is cancelled
@@ -642,7 +694,12 @@ def test_exec_id_clock_moves_per_cycle_event_per_report(sim: Sim) -> None:
 
 def test_preserve_original_qty_and_split_collateral() -> None:
     s = trading_sim()
-    s.connect("a2", preserve_original_order_qty=True, split_collateral_return=True, skip_pending_exec_reports=True)
+    s.connect(
+        "a2",
+        preserve_original_order_qty=True,
+        split_collateral_return=True,
+        skip_pending_exec_reports=True,
+    )
     s.send("b1", nos("m1", 2, 40, 2))
     out = s.send("a2", nos("c1", 1, 40, 5))
     out = s.send("a2", cxl("c2", "c1", 1))
@@ -740,8 +797,23 @@ def test_settlement_reports_go_to_pt_and_opted_in_rt() -> None:
     ums = [o for o in out if o.msg_type == b"UMS"]
     assert sorted(o.key_id for o in ums) == ["pt_default", "rt_on"]
     u = fields(ums[0])
-    assert (u[55], u[20107], u[730], u[893], u[20108], u[20109], u[20110]) == (MKT, "yes", "100.00", "Y", "1", "A", "24")
-    assert (u[704], u[705], u[1704], u[1705], u[137], u[715]) == ("3.00", "0.00", "3.00", "PAYOUT", "0.00", "20260302")
+    assert (u[55], u[20107], u[730], u[893], u[20108], u[20109], u[20110]) == (
+        MKT,
+        "yes",
+        "100.00",
+        "Y",
+        "1",
+        "A",
+        "24",
+    )
+    assert (u[704], u[705], u[1704], u[1705], u[137], u[715]) == (
+        "3.00",
+        "0.00",
+        "3.00",
+        "PAYOUT",
+        "0.00",
+        "20260302",
+    )
     assert s.ex.position("A", MKT) == 0
     with pytest.raises(ConfigError, match="already settled"):
         s.ex.settle_market(MKT, "no", s.now)
@@ -762,7 +834,12 @@ def test_settlement_pages_and_scalar_fee() -> None:
     assert len({p[20105] for p in pages}) == 2
     assert [p[20109] for p in pages] == ["B", "B/2"]
     # 1.5 No contracts at 1 - 0.306 = 1.041 → 1.04 paid, 0.001 fee.
-    assert (pages[0][730], pages[0][705], pages[0][1704], pages[0][137]) == ("30.60", "1.50", "1.04", "0.0010")
+    assert (pages[0][730], pages[0][705], pages[0][1704], pages[0][137]) == (
+        "30.60",
+        "1.50",
+        "1.04",
+        "0.0010",
+    )
 
 
 # --- rate limits -----------------------------------------------------------------------------
@@ -805,11 +882,20 @@ def test_ground_truth_contents(sim: Sim) -> None:
     sim.send("a1", cxl("c2", "c1", 1))
     recs = sim.ex.ground_truth("A")
     assert [(r.exec_type, r.ord_status, r.cl_ord_id, r.orig_cl_ord_id) for r in recs] == [
-        ("0", "0", "c1", None), ("F", "1", "c1", None), ("4", "4", "c2", "c1"),
+        ("0", "0", "c1", None),
+        ("F", "1", "c1", None),
+        ("4", "4", "c2", "c1"),
     ]
     fill = recs[1]
-    assert (fill.last_qty, fill.last_px, fill.cum_qty, fill.leaves_qty) == (Decimal(2), Decimal("0.40"), Decimal(2), Decimal(3))
-    assert fill.symbol == MKT and fill.side == "1" and fill.key_id == "a1" and fill.account_id == "A"
+    assert (fill.last_qty, fill.last_px, fill.cum_qty, fill.leaves_qty) == (
+        Decimal(2),
+        Decimal("0.40"),
+        Decimal(2),
+        Decimal(3),
+    )
+    assert (
+        fill.symbol == MKT and fill.side == "1" and fill.key_id == "a1" and fill.account_id == "A"
+    )
     assert len({r.order_id for r in recs}) == 1
     assert render_execution_report(fill) == fill.body
     assert fields_of(fill.body)[17] == fill.exec_id
@@ -852,7 +938,10 @@ def test_outputs_do_not_depend_on_hash_seed() -> None:
     here = __file__.rsplit("/", 1)[0]
     runs = {
         subprocess.run(
-            [sys.executable, "-c", code, here], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code, here],
+            capture_output=True,
+            text=True,
+            check=True,
             env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
         ).stdout
         for seed in ("1", "2")

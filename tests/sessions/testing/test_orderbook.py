@@ -19,15 +19,30 @@ from sessions.testing.orderbook import (
 
 def _order(seq: int, side: str, price: str, qty: str = "1") -> Order:
     return Order(
-        order_id=f"o{seq}", account_id="A", key_id="k", symbol="M", exchange_index=0, side=side,
-        price=Decimal(price), order_qty=Decimal(qty), cl_ord_id=f"c{seq}", tif="1", seq=seq,
+        order_id=f"o{seq}",
+        account_id="A",
+        key_id="k",
+        symbol="M",
+        exchange_index=0,
+        side=side,
+        price=Decimal(price),
+        order_qty=Decimal(qty),
+        cl_ord_id=f"c{seq}",
+        tif="1",
+        seq=seq,
     )
 
 
 def test_price_time_priority_per_side() -> None:
     book = OrderBook()
-    orders = [_order(1, BUY, "0.40"), _order(2, BUY, "0.42"), _order(3, BUY, "0.40"),
-              _order(4, SELL, "0.50"), _order(5, SELL, "0.45"), _order(6, SELL, "0.45")]
+    orders = [
+        _order(1, BUY, "0.40"),
+        _order(2, BUY, "0.42"),
+        _order(3, BUY, "0.40"),
+        _order(4, SELL, "0.50"),
+        _order(5, SELL, "0.45"),
+        _order(6, SELL, "0.45"),
+    ]
     for o in orders:
         book.add(o)
     assert [o.seq for o in book.iter_side(BUY)] == [2, 1, 3]
@@ -61,8 +76,12 @@ def test_order_leaves_and_average() -> None:
 def test_formats() -> None:
     assert fmt_qty(Decimal(10)) == b"10.00" and fmt_qty(Decimal("2.5")) == b"2.50"
     assert fmt_qty(Decimal("0.125")) == b"0.125"
-    assert fmt_price(Decimal("0.75"), False) == b"75" and fmt_price(Decimal("0.75"), True) == b"0.7500"
+    assert (
+        fmt_price(Decimal("0.75"), False) == b"75" and fmt_price(Decimal("0.75"), True) == b"0.7500"
+    )
     assert fmt_price(Decimal("0.0123"), True) == b"0.0123"
     assert fmt_cents(Decimal("0.725")) == b"72.5" and fmt_cents(Decimal(0)) == b"0"
     assert fmt_money(Decimal("-2.4")) == b"-2.40" and fmt_money(Decimal("0.001")) == b"0.0010"
-    assert ceil_cents(Decimal("0.0672")) == Decimal("0.07") and ceil_cents(Decimal("0.07")) == Decimal("0.07")
+    assert ceil_cents(Decimal("0.0672")) == Decimal("0.07") and ceil_cents(
+        Decimal("0.07")
+    ) == Decimal("0.07")

@@ -26,15 +26,21 @@ def sim() -> Sim:
     return s
 
 
-def request(s: Sim, client_id: str = "req-1", qty: Any = 10, *extra: tuple[int, Any], symbol: str = MKT) -> str:
+def request(
+    s: Sim, client_id: str = "req-1", qty: Any = 10, *extra: tuple[int, Any], symbol: str = MKT
+) -> str:
     """Send an RFQ from a1; return the server RfqId."""
     out = s.send("a1", fix("R", (131, client_id), (146, 1), (55, symbol), (38, qty), *extra))
     (ack,) = of_type(out, b"b", "a1")
     return ack[21023]
 
 
-def quote(s: Sim, key: str, rfq_id: str, qid: str, yes: Any, no: Any, *extra: tuple[int, Any]) -> list[Outbound]:
-    return s.send(key, fix("S", (117, qid), (131, rfq_id), (55, MKT), (132, yes), (133, no), *extra))
+def quote(
+    s: Sim, key: str, rfq_id: str, qid: str, yes: Any, no: Any, *extra: tuple[int, Any]
+) -> list[Outbound]:
+    return s.send(
+        key, fix("S", (117, qid), (131, rfq_id), (55, MKT), (132, yes), (133, no), *extra)
+    )
 
 
 def server_quote_id(out: list[Outbound]) -> str:
@@ -42,7 +48,9 @@ def server_quote_id(out: list[Outbound]) -> str:
     return note[117]
 
 
-def accept(s: Sim, qid: str, side: int = 1, *extra: tuple[int, Any], dt: float = 0.0) -> list[Outbound]:
+def accept(
+    s: Sim, qid: str, side: int = 1, *extra: tuple[int, Any], dt: float = 0.0
+) -> list[Outbound]:
     return s.send("a1", fix("UA", (117, qid), (54, side), *extra), dt=dt)
 
 
@@ -59,9 +67,23 @@ def test_full_lifecycle(sim: Sim) -> None:
 
     out = quote(sim, "bq", rfq_id, "q1", 40, 55)
     (ai,) = of_type(out, b"AI", "bq")
-    assert (ai[117], ai[131], ai[297], ai[132], ai[133], ai[134], ai[135]) == ("q1", rfq_id, "10", "40", "55", "10.00", "10.00")
+    assert (ai[117], ai[131], ai[297], ai[132], ai[133], ai[134], ai[135]) == (
+        "q1",
+        rfq_id,
+        "10",
+        "40",
+        "55",
+        "10.00",
+        "10.00",
+    )
     (note,) = of_type(out, b"S", "a1")
-    assert (note[131], note[132], note[133], note[38], note[452]) == (rfq_id, "0.4000", "0.5500", "10.00", "35")
+    assert (note[131], note[132], note[133], note[38], note[452]) == (
+        rfq_id,
+        "0.4000",
+        "0.5500",
+        "10.00",
+        "35",
+    )
     qid = note[117]
 
     out = accept(sim, qid, 1, (21023, rfq_id), (11, "acc-1"), dt=1)
@@ -76,8 +98,15 @@ def test_full_lifecycle(sim: Sim) -> None:
     assert sim.tick(14.9) == []
     out = sim.tick(0.1)
     (creator,) = ers(out, "a1")
-    assert (creator[150], creator[39], creator[11], creator[54], creator[31], creator[32], creator[1057]) == (
-        "F", "2", "acc-1", "1", "45", "10.00", "Y")
+    assert (
+        creator[150],
+        creator[39],
+        creator[11],
+        creator[54],
+        creator[31],
+        creator[32],
+        creator[1057],
+    ) == ("F", "2", "acc-1", "1", "45", "10.00", "Y")
     (maker,) = ers(out, "b1")  # the maker's order-entry session, not its RFQ session
     assert (maker[11], maker[54], maker[31], maker[1057]) == ("q1", "2", "45", "N")
     assert not [o for o in out if o.key_id == "bq"]
@@ -149,16 +178,28 @@ def test_creator_rfq_cancel(sim: Sim) -> None:
     assert of_type(out, b"UB", "a1") == [{131: "req-9", 21013: "0", 21023: rfq_id}]
     assert of_type(out, b"AI", "bq")[0][297] == "17"
     assert [o.key_id for o in out if o.msg_type == b"AG"] == ["bq", "cq"]
-    assert of_type(quote(sim, "cq", rfq_id, "c1", 40, 55), b"AI")[0] == {117: "c1", 131: rfq_id, 297: "5", 58: "RFQ_CLOSED"}
+    assert of_type(quote(sim, "cq", rfq_id, "c1", 40, 55), b"AI")[0] == {
+        117: "c1",
+        131: rfq_id,
+        297: "5",
+        58: "RFQ_CLOSED",
+    }
     assert of_type(sim.send("a1", fix("UE", (21023, rfq_id))), b"UB")[0][21013] == "1"
-    assert of_type(sim.send("a1", fix("UE", (131, "unknown"))), b"UB")[0] == {131: "unknown", 21013: "1", 58: "NOT_FOUND"}
+    assert of_type(sim.send("a1", fix("UE", (131, "unknown"))), b"UB")[0] == {
+        131: "unknown",
+        21013: "1",
+        58: "NOT_FOUND",
+    }
 
 
 def test_quote_request_rejects(sim: Sim) -> None:
     out = sim.send("a1", fix("R", (131, "x"), (146, 1), (55, "NOPE"), (38, 1)))
     assert of_type(out, b"AG") == [{131: "x", 58: "MARKET_NOT_FOUND", 658: "1"}]
     assert not [o for o in out if o.msg_type == b"R"]
-    assert of_type(sim.send("a1", fix("R", (131, "x"), (146, 2), (55, MKT), (38, 1))), b"AG")[0][658] == "99"
+    assert (
+        of_type(sim.send("a1", fix("R", (131, "x"), (146, 2), (55, MKT), (38, 1))), b"AG")[0][658]
+        == "99"
+    )
     request(sim, "first")
     out = sim.send("a1", fix("R", (131, "second"), (146, 1), (55, MKT), (38, 1)))
     assert of_type(out, b"AG")[0][58] == "RFQ_ALREADY_EXISTS"
@@ -234,9 +275,17 @@ def test_voided_acceptance_through_new_order_single_cancels_the_order(sim: Sim) 
 
 
 def test_rfq_messages_on_wrong_sessions(sim: Sim) -> None:
-    assert of_type(sim.send("b1", fix("R", (131, "x"), (146, 1), (55, MKT), (38, 1))), b"j")[0][380] == "3"
+    assert (
+        of_type(sim.send("b1", fix("R", (131, "x"), (146, 1), (55, MKT), (38, 1))), b"j")[0][380]
+        == "3"
+    )
     sim.listen("alisten", "KalshiRT")
-    assert of_type(sim.send("alisten", fix("R", (131, "x"), (146, 1), (55, MKT), (38, 1))), b"j")[0][380] == "6"
+    assert (
+        of_type(sim.send("alisten", fix("R", (131, "x"), (146, 1), (55, MKT), (38, 1))), b"j")[0][
+            380
+        ]
+        == "6"
+    )
     assert of_type(sim.send("alisten", fix("UA", (117, "x"), (54, 1))), b"j")[0][380] == "6"
     assert of_type(sim.send("bq", nos("c", 1, 40, 1)), b"j")[0][380] == "3"
 
