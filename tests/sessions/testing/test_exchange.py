@@ -967,3 +967,73 @@ def test_liquidity_provider_and_random_default() -> None:
     with pytest.raises(ConfigError):
         ex.add_liquidity("M", "up", 50, 1)
     assert Exchange(rng=random.Random(0)).ground_truth("__liquidity__") == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_order_flow_keeps_invariants(seed: int) -> None:
+    """Seeded random traffic: no crash, no crossed book, positions net to zero, ExecIDs ordered."""
+    r = random.Random(seed)
+    s = Sim(seed=seed)
+    s.connect("a1", cancel_orders_on_disconnect=True)
+    s.connect("b1", skip_pending_exec_reports=True, enable_ioc_cancel_report=r.random() < 0.5)
+    s.listen()
+    s.ex.add_market("X2", exchange_index=2)
+    sent: dict[str, list[tuple[str, str]]] = {"a1": [], "b1": []}
+    gid = None
+    for n in range(100):
+        key = r.choice(["a1", "b1"])
+        if not s.ex.is_connected(key):
+            s.connect(key)
+        sym, op, cl = r.choice([MKT, "X2"]), r.random(), f"{key}-{n}"
+        if op < 0.45:
+            extra: list[tuple[int, object]] = []
+            if r.random() < 0.2:
+                extra.append((18, "6"))
+            if r.random() < 0.2:
+                extra.append((2964, r.choice([1, 2])))
+            if gid and key == "a1" and sym == MKT and r.random() < 0.3:
+                extra.append((526, gid))
+            if r.random() < 0.1:
+                extra.append((21006, "Y"))
+            tif = r.choice(["0", "1", "1", "3", "4", "6"])
+            if tif == "6":
+                extra.append((126, utc_timestamp(s.now + r.randint(-5, 30))))
+            qty = r.choice([1, 2, "0.5", 5])
+            side, px = r.choice([1, 2]), r.randint(1, 99)
+            s.send(key, nos(cl, side, px, qty, *extra, symbol=sym, tif=tif), dt=r.random())
+            sent[key].append((cl, sym))
+        elif op < 0.6 and sent[key]:
+            orig, osym = r.choice(sent[key])
+            s.send(key, cxl(cl, orig, r.choice([1, 2]), symbol=osym), dt=r.random())
+        elif op < 0.75 and sent[key]:
+            orig, osym = r.choice(sent[key])
+            price = r.choice([None, r.randint(1, 99)])
+            s.send(
+                key, amend(cl, orig, r.choice([1, 2]), r.randint(1, 6), price, osym), dt=r.random()
+            )
+            sent[key].append((cl, osym))
+        elif op < 0.8:
+            out = s.send(key, fix("UOG", (20131, 1), (20132, r.randint(1, 5))))
+            gid = of_type(out, b"UOH")[0][20130] if key == "a1" else gid
+        elif op < 0.85 and gid and key == "a1":
+            s.send("a1", fix("UOG", (20131, r.randint(2, 5)), (20130, gid), (20132, 3)))
+        elif op < 0.88:
+            s.ex.disconnect(key, s.now)
+        elif op < 0.91:
+            s.ex.set_trading_pause(r.random() < 0.5, s.now)
+        elif op < 0.94:
+            s.tick(r.random() * 20)
+        else:
+            s.send(key, fix("q", (11, cl), (530, 6)), dt=1.1)
+    for sym in (MKT, "X2"):
+        assert sum(s.ex.position(a, sym) for a in ("A", "B", "__liquidity__")) == 0
+    for acct in ("A", "B"):
+        recs = s.ex.ground_truth(acct)
+        for idx in (0, 2):
+            keys = [rec.exec_key for rec in recs if rec.exchange_index == idx]
+            assert keys == sorted(set(keys))
+        for o in s.ex.open_orders(acct):
+            assert o.is_open and o.on_book and o.cum_qty < o.order_qty
+    for m in s.ex._markets.values():
+        bid, ask = m.book.best("1"), m.book.best("2")
+        assert bid is None or ask is None or bid.price < ask.price
