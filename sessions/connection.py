@@ -226,6 +226,33 @@ class FixConnection:
         self._test_request = (test_req_id.encode(), now)
         return test_req_id
 
+    def send_reject(
+        self,
+        now: float,
+        ref_seq_num: int,
+        reason: int | None,
+        text: str,
+        *,
+        ref_tag: int | None = None,
+        ref_msg_type: bytes | None = None,
+    ) -> list[Event]:
+        """Reject an inbound message at the session level (35=3) on the application's behalf:
+        the core took it in sequence, but the application found a field missing, malformed or
+        undefined (e.g. Kalshi's ``373=3 Undefined tag received``). Returns the events caused
+        (a :class:`~sessions.events.RejectSent`)."""
+        self._require_active("send a Reject")
+        body: list[tuple[int, bytes]] = [(T.REF_SEQ_NUM, str(ref_seq_num).encode())]
+        if ref_tag is not None:
+            body.append((T.REF_TAG_ID, str(ref_tag).encode()))
+        if ref_msg_type:
+            body.append((T.REF_MSG_TYPE, ref_msg_type))
+        if reason is not None:
+            body.append((T.SESSION_REJECT_REASON, str(reason).encode()))
+        body.append((T.TEXT, text.encode("ascii", "replace")))
+        self._send(MsgType.REJECT, body, now)
+        self._events.append(RejectSent(ref_seq_num, reason, text, ref_tag, ref_msg_type))
+        return self._take_events()
+
     def logout(self, now: float, text: str | None = None) -> list[Event]:
         """Start a graceful Logout; the session closes on the peer's answer or after
         ``logout_timeout``. Before logon completes it simply closes. Returns events caused."""
