@@ -389,6 +389,7 @@ class Gateway:
         self._cancel_scope: trio.CancelScope | None = None
         self.ready = trio.Event()
         self._stopped = trio.Event()
+        self._connection_closed = trio.lowlevel.ParkingLot()
 
     # ------------------------------------------------------------------ setup
     def add_account(
@@ -452,6 +453,12 @@ class Gateway:
         """Every execution the exchange generated for the account (see
         :meth:`Exchange.ground_truth`): what a client should have received."""
         return self.exchange.ground_truth(account_id)
+
+    async def wait_idle(self) -> None:
+        """Wait until every accepted connection is closed and accounted for in
+        :attr:`connections` (the gateway may finish a connection after its client did)."""
+        while any(r.closed_at is None for r in self.connections):
+            await self._connection_closed.park()
 
     def in_maintenance(self) -> bool:
         """Whether the maintenance window is in force (as last applied)."""
@@ -569,6 +576,7 @@ class Gateway:
         if self._refusing(endpoint):
             self._record_fault(endpoint, None, _K.REFUSE_CONNECTIONS, f"connection {cid} refused")
             record.closed_at, record.ended = self.gateway_time(), "refused"
+            self._connection_closed.unpark_all()
             await trio.aclose_forcefully(stream)
             return
         try:
@@ -609,6 +617,7 @@ class Gateway:
                     "aborted" if aborted else (ended.initiated_by if ended else "transport")
                 )
                 record.text = ended.text if ended else None
+            self._connection_closed.unpark_all()
 
     async def _run_session(self, conn: _Conn, stream: trio.abc.Stream) -> None:
         base = FaultyStream(

@@ -29,7 +29,7 @@ async def test_every_endpoint_accepts_its_key_over_tls(kalshi_gateway, autojump_
             logged = await session.wait_logged_on()
             assert logged.heartbeat_interval == 30
             assert gw.gateway.is_connected(gw.key(_role(endpoint)).key_id)
-    await trio.sleep(1)
+    await gw.gateway.wait_idle()
     assert not any(gw.gateway.is_connected(k.key_id) for k in gw.keys.values())
     assert [r.logged_on for r in gw.gateway.connections] == [True] * 5
     assert {r.ended for r in gw.gateway.connections} == {"peer"}  # clients logged out
