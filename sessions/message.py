@@ -187,6 +187,9 @@ def parse_utc_timestamp(value: bytes) -> float:
         date, _, clock = s.partition("-")
         if len(date) != 8 or len(clock) < 8 or clock[2] != ":" or clock[5] != ":":
             raise ValueError
+        # int() alone would let signs and spaces through ("2026+825", "1 :03:27").
+        if not (date + clock[0:2] + clock[3:5] + clock[6:8]).isdigit():
+            raise ValueError
         frac = 0.0
         if len(clock) > 8:
             if clock[8] != "." or not clock[9:].isdigit() or len(clock) - 9 > 9:
