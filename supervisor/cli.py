@@ -1,0 +1,87 @@
+"""The ``kalshi-fix`` command: a thin dispatcher to the subcommands' implementations.
+
+Each subcommand registers its arguments in :func:`build_parser` and points ``handler`` at a
+function returning the exit code; the work itself lives elsewhere (``sessions.check`` for
+``check`` and ``keygen``), so new subcommands (``run``, ``gateway`` …) only add a parser and a
+handler here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import trio
+
+from sessions import check
+
+
+def _check(args: argparse.Namespace) -> int:
+    return trio.run(
+        partial(
+            check.run_check,
+            args.config,
+            args.session,
+            out=sys.stdout,
+            test_request_timeout=args.timeout,
+        )
+    )
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    return check.keygen_command(
+        args.out_dir, args.name, passphrase_env=args.passphrase_env, out=sys.stdout
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="kalshi-fix", description="FIX sessions to the Kalshi exchange."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "check",
+        help="connect, TLS, Logon, TestRequest, Logout for one configured session",
+        description="Walk one configured session through connect, TLS, Logon, a TestRequest "
+        "round trip and Logout, printing each step with its timing; on failure, name the step "
+        "and the likely cause.",
+        epilog="exit codes: 0 ok, 2 config/key/store, 3 transport/TLS, 4 logon rejected, "
+        "5 test request unanswered, 6 logout unconfirmed",
+    )
+    p.add_argument("config", help="TOML config file")
+    p.add_argument("--session", help="[session.NAME] to check (optional if there is only one)")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the TestRequest answer"
+    )
+    p.set_defaults(handler=_check)
+
+    p = sub.add_parser(
+        "keygen",
+        help="create the RSA key pair for a Kalshi API key",
+        description="Write NAME.pem (private, PKCS#8) and NAME.pub.pem; register the public "
+        "key in the Kalshi account to obtain the key id.",
+    )
+    p.add_argument("--out-dir", required=True, help="directory for the key files")
+    p.add_argument("--name", required=True, help="file name stem, e.g. the session name")
+    p.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="encrypt the private key with the passphrase held in environment variable VAR",
+    )
+    p.set_defaults(handler=_keygen)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kalshi-fix`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
