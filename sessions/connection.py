@@ -300,8 +300,7 @@ class FixConnection:
         body.append((T.DEFAULT_APPL_VER_ID, self.settings.default_appl_ver_id))
         body.extend(fields)
         self._send(MsgType.LOGON, body, now)
-        self._become_active(now)
-        self._after_logon_sequence(logon, seq, now)
+        self._become_active(logon, seq, now)
         held, self._held = self._held, []
         for msg in held:
             if self.state is State.CLOSED:
@@ -658,8 +657,7 @@ class FixConnection:
         hb = msg.get(T.HEART_BT_INT)
         if hb is not None and hb.isdigit() and int(hb) > 0:
             self.heartbeat_interval = int(hb)
-        self._become_active(now)
-        self._after_logon_sequence(msg, seq, now)
+        self._become_active(msg, seq, now)
 
     def _on_logon_request(self, msg: FixMessage, seq: int, now: float) -> None:
         """Acceptor: basic checks, then hand the decision to the application."""
@@ -725,18 +723,25 @@ class FixConnection:
         self._send_logout(now, text)
         self._close("local", text=text)
 
-    def _become_active(self, now: float) -> None:
+    def _become_active(self, logon: FixMessage, seq: int, now: float) -> None:
+        """Enter ACTIVE and apply the Logon's own MsgSeqNum; LoggedOn (reporting the numbers
+        after that) comes before any gap event the Logon revealed."""
         self._goto(State.ACTIVE)
-        self._was_logged_on = True
         self._logon_deadline = None
+        mark = len(self._events)
+        self._after_logon_sequence(logon, seq, now)
+        if self.state is not State.ACTIVE:
+            return  # the Logon itself broke a sequence rule; the session never started
+        self._was_logged_on = True
         store = self._store_()
-        self._events.append(
+        self._events.insert(
+            mark,
             LoggedOn(
                 heartbeat_interval=self.heartbeat_interval,
                 reset_seq_num=self._reset_requested,
                 next_sender_seq=store.next_sender_seq,
                 next_target_seq=store.next_target_seq,
-            )
+            ),
         )
 
     def _after_logon_sequence(self, msg: FixMessage, seq: int, now: float) -> None:

@@ -652,3 +652,23 @@ def test_tag_without_value_is_rejected_with_373_4() -> None:
     (rej,) = sent(conn)
     assert rej.get(373) == b"4" and rej.get(371) == b"58"
     assert conn.next_target_seq == 3
+
+
+def test_logged_on_reports_numbers_after_the_logon_is_counted() -> None:
+    conn = FixConnection(settings(), MemoryStore())
+    conn.start(NOW)
+    (ev,) = conn.receive_data(wire(b"A", 1, LOGON_ACK), NOW)
+    assert isinstance(ev, LoggedOn)
+    assert (ev.next_sender_seq, ev.next_target_seq) == (2, 2) == (
+        conn.next_sender_seq, conn.next_target_seq
+    )
+
+
+def test_logon_answer_with_too_low_seq_never_logs_on() -> None:
+    store = MemoryStore()
+    store.set_next_target_seq(9)
+    conn = FixConnection(settings(reset_seq_num_on_logon=False), store)
+    conn.start(NOW)
+    events = conn.receive_data(wire(b"A", 3, [(98, b"0"), (108, b"30")]), NOW)
+    assert not any(isinstance(e, LoggedOn) for e in events)
+    assert isinstance(events[-1], SessionEnded) and not events[-1].was_logged_on
