@@ -73,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt the private key with the passphrase held in environment variable VAR",
     )
     p.set_defaults(handler=_keygen)
+
+    # Imported here: the simulator (exchange model, fault injector) is only loaded when asked for.
+    from sessions.testing import cli as gateway_cli
+
+    p = sub.add_parser(
+        "gateway",
+        help="run the simulated Kalshi FIX gateway (all endpoints, faults) until SIGTERM",
+        description="Run the simulated Kalshi FIX gateway: KalshiNR, KalshiDC, KalshiRT, "
+        "KalshiPT and KalshiRFQ with Kalshi's logon rules, the Thursday maintenance window, "
+        "an exchange model and scripted or seeded faults.",
+        epilog="prints 'ENDPOINT HOST:PORT' per endpoint when ready; exit codes: 0 stopped by "
+        "SIGTERM/SIGINT, 2 bad configuration",
+    )
+    gateway_cli.add_arguments(p)
+    p.set_defaults(handler=gateway_cli.command)
     return parser
 
 
