@@ -1,0 +1,134 @@
+"""The seam between the supervision tree and the components that live on its sessions.
+
+The tree (``supervisor/tree.py``) owns connections: it dials, logs on, restarts, waits out the
+maintenance window. Components (order entry, reconciliation, executions, RFQ, settlement) own
+meaning: they send application messages through a :class:`SessionHandle` and hear about the
+sessions through the :class:`SessionObserver` callbacks. Callbacks are synchronous and called
+from the child's task in wire order; a component that must await (a drop-copy replay) starts a
+task with the ``spawn`` function it was given in :meth:`SessionObserver.attach`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+import attrs
+
+from sessions.config import SessionConfig
+from sessions.events import ApplicationMessage, LoggedOn, SequenceGap, SessionEnded
+from sessions.message import Value
+
+
+class ChildState(enum.Enum):
+    """Where one supervised session is."""
+
+    STARTING = "starting"  # dialling / logging on
+    UP = "up"  # Logon acknowledged: counts as started
+    BACKOFF = "backoff"  # down, waiting before the next attempt
+    MAINTENANCE = "maintenance"  # planned stop around the weekly window
+    STOPPED = "stopped"  # not restarted any more (non-retryable error, or transient child done)
+    SHUTDOWN = "shutdown"  # the supervisor is shutting down
+
+
+class DownKind(enum.Enum):
+    """Why a session went down; components treat planned and unplanned drops differently."""
+
+    UNPLANNED = "unplanned"  # transport loss, peer Logout, heartbeat timeout, error
+    MAINTENANCE = "maintenance"  # we logged out for the window
+    SHUTDOWN = "shutdown"  # the supervisor is stopping
+
+
+@attrs.frozen
+class SessionDown:
+    """A session ended. ``ended`` is the core's event when there was one; ``error`` the
+    exception that ended the attempt otherwise (transport, logon rejected, ...)."""
+
+    name: str
+    kind: DownKind
+    ended: SessionEnded | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False)
+    #: True when the session had logged on in this attempt (messages may have been missed).
+    was_logged_on: bool = False
+
+
+@attrs.frozen
+class StatusEvent:
+    """What the tree publishes to the application and the operator for every state change."""
+
+    name: str
+    endpoint: str
+    state: ChildState
+    time: float
+    detail: str = ""
+    attempt: int = 0
+
+
+class SessionNotActive(Exception):
+    """Raised by :meth:`SessionHandle.send_app` when the session is not logged on."""
+
+
+class SessionHandle(Protocol):
+    """A component's view of one supervised session (stable across reconnects)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> SessionConfig: ...
+
+    @property
+    def active(self) -> bool:
+        """Logged on right now."""
+        ...
+
+    def send_app(self, msg_type: bytes | str, body: Iterable[tuple[int, Value]]) -> int:
+        """Send an application message now; returns its MsgSeqNum (persisted before it left).
+        Raises :class:`SessionNotActive` when the session is not logged on."""
+        ...
+
+    async def wait_active(self) -> None:
+        """Return once the session is logged on (immediately if it is)."""
+        ...
+
+
+Spawn = Callable[[Callable[[], Awaitable[Any]]], None]
+
+
+class SessionObserver(Protocol):
+    """A component plugged into the tree. Every method has a no-op default in
+    :class:`ObserverBase`; override what you need."""
+
+    def attach(self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]) -> None:
+        """Called once, before any session starts. ``clock`` is the supervisor's epoch clock."""
+        ...
+
+    def session_up(self, name: str, logged_on: LoggedOn) -> None: ...
+
+    def session_down(self, down: SessionDown) -> None: ...
+
+    def application_message(self, name: str, event: ApplicationMessage) -> None: ...
+
+    def sequence_gap(self, name: str, gap: SequenceGap) -> None: ...
+
+
+class ObserverBase:
+    """No-op implementations of :class:`SessionObserver`, to subclass."""
+
+    def attach(self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]) -> None:
+        self.handles = handles
+        self.spawn = spawn
+        self.clock = clock
+
+    def session_up(self, name: str, logged_on: LoggedOn) -> None:
+        pass
+
+    def session_down(self, down: SessionDown) -> None:
+        pass
+
+    def application_message(self, name: str, event: ApplicationMessage) -> None:
+        pass
+
+    def sequence_gap(self, name: str, gap: SequenceGap) -> None:
+        pass
