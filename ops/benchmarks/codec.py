@@ -1,8 +1,8 @@
 """Codec throughput against simplefix, measured in the same run on the same messages.
 
 Parse: feed one message's bytes, take one message out (``StreamDecoder.feed`` + ``next_message``
-against ``FixParser.append_buffer`` + ``get_message``), alternating a realistic ExecutionReport
-and NewOrderSingle. Parse stream: the same, but 20 messages per fed chunk, drained. Encode:
+against ``FixParser.append_buffer`` + ``get_message``), cycling through one order's traffic: the
+NewOrderSingle and its two ExecutionReports (ack and fill) with Kalshi's full field set. Parse stream: the same, but 20 messages per fed chunk, drained. Encode:
 ``encode_message`` from ready pairs against a prepared ``simplefix.FixMessage.encode()``.
 
 Each side is timed in short interleaved rounds and the best round counts, so load on the machine
@@ -26,29 +26,61 @@ STREAM_CHUNK_MESSAGES = 20
 
 BEGIN_STRING = b"FIXT.1.1"
 
-# A fill report for a limit order (150=F, partially filled), with fields as Kalshi sends them.
+# One order's round trip as it crosses the codec: the NewOrderSingle the gateway parses, and the
+# two ExecutionReports the client parses for it (the acknowledgement, then the fill). The reports
+# carry every field Kalshi puts on them (REFERENCE §4.7): on a fill that includes the position,
+# trade-match, fee and collateral groups, which is why a fill is the longest message on the wire.
 EXEC_REPORT_HEADER: list[tuple[int, bytes]] = [
     (49, b"KalshiNR"),
     (56, b"6b1c9d1e-2f3a-4b5c-8d7e-9f0a1b2c3d4e"),
     (34, b"18342"),
     (52, b"20260825-14:03:27.512"),
 ]
+ACK_REPORT_BODY: list[tuple[int, bytes]] = [
+    (37, b"a3f7c2d1-88e0-4b6f-9a51-0c7e2b4d6f18"),
+    (11, b"7c2d0e2f-3a4b-4c5d-9e8f-0a1b2c3d4e5f"),
+    (17, b"4821;16"),
+    (150, b"0"),
+    (39, b"0"),
+    (54, b"1"),
+    (55, b"KXHIGHNY-26AUG25-B85.5"),
+    (38, b"100.00"),
+    (44, b"56"),
+    (14, b"0.00"),
+    (151, b"100.00"),
+    (6, b"0"),
+    (60, b"20260825-14:03:27.509"),
+    (30, b"0"),
+]
 EXEC_REPORT_BODY: list[tuple[int, bytes]] = [
     (37, b"a3f7c2d1-88e0-4b6f-9a51-0c7e2b4d6f18"),
-    (11, b"cl-20260825-000173"),
+    (11, b"7c2d0e2f-3a4b-4c5d-9e8f-0a1b2c3d4e5f"),
     (17, b"4821;17"),
     (150, b"F"),
     (39, b"1"),
     (54, b"1"),
     (55, b"KXHIGHNY-26AUG25-B85.5"),
-    (38, b"100"),
-    (44, b"0.5600"),
-    (32, b"25"),
-    (31, b"0.5600"),
-    (14, b"25"),
-    (151, b"75"),
-    (6, b"0.5600"),
+    (38, b"100.00"),
+    (44, b"56"),
+    (14, b"25.00"),
+    (151, b"75.00"),
+    (6, b"56"),
+    (31, b"56"),
+    (32, b"25.00"),
     (60, b"20260825-14:03:27.509"),
+    (30, b"0"),
+    (704, b"25.00"),
+    (705, b"0.00"),
+    (880, b"23a7711a-8133-4876-b7eb-dcd9e87a1613"),
+    (1057, b"Y"),
+    (136, b"1"),
+    (137, b"0.43"),
+    (138, b"USD"),
+    (139, b"4"),
+    (891, b"0"),
+    (1703, b"1"),
+    (1704, b"-14.43"),
+    (1705, b"BALANCE"),
 ]
 NEW_ORDER_HEADER: list[tuple[int, bytes]] = [
     (49, b"6b1c9d1e-2f3a-4b5c-8d7e-9f0a1b2c3d4e"),
@@ -57,20 +89,20 @@ NEW_ORDER_HEADER: list[tuple[int, bytes]] = [
     (52, b"20260825-14:03:27.488"),
 ]
 NEW_ORDER_BODY: list[tuple[int, bytes]] = [
-    (11, b"cl-20260825-000174"),
+    (11, b"7c2d0e2f-3a4b-4c5d-9e8f-0a1b2c3d4e5f"),
     (55, b"KXHIGHNY-26AUG25-B85.5"),
-    (54, b"2"),
-    (38, b"40"),
+    (54, b"1"),
+    (38, b"100"),
     (40, b"2"),
-    (44, b"0.4400"),
+    (44, b"56"),
     (59, b"1"),
-    (60, b"20260825-14:03:27.488"),
 ]
 
 # (msg_type, header, body) for each benchmark message.
 MESSAGES = [
     (b"8", EXEC_REPORT_HEADER, EXEC_REPORT_BODY),
     (b"D", NEW_ORDER_HEADER, NEW_ORDER_BODY),
+    (b"8", EXEC_REPORT_HEADER, ACK_REPORT_BODY),
 ]
 
 
@@ -229,12 +261,13 @@ def run() -> Iterable[tuple[str, float, str]]:
     _check_same_results(wires, sf_messages)
     per = len(wires)
     # Several messages per received chunk, as a busy connection delivers them.
+    in_chunk = per * (STREAM_CHUNK_MESSAGES // per)
     chunk = b"".join(wires * (STREAM_CHUNK_MESSAGES // per))
     sides = {
         "parse": _best_rate(_parse_ours(wires), per),
         "parse_simplefix": _best_rate(_parse_simplefix(wires), per),
-        "parse_stream": _best_rate(_parse_ours_stream(chunk), STREAM_CHUNK_MESSAGES),
-        "parse_stream_simplefix": _best_rate(_parse_simplefix_stream(chunk), STREAM_CHUNK_MESSAGES),
+        "parse_stream": _best_rate(_parse_ours_stream(chunk), in_chunk),
+        "parse_stream_simplefix": _best_rate(_parse_simplefix_stream(chunk), in_chunk),
         "encode": _best_rate(_encode_ours(), per),
         "encode_simplefix": _best_rate(_encode_simplefix(sf_messages), per),
     }
@@ -244,6 +277,7 @@ def run() -> Iterable[tuple[str, float, str]]:
             rates[name] = one_round()
     yield ("codec_exec_report_bytes", float(len(wires[0])), "B")
     yield ("codec_new_order_bytes", float(len(wires[1])), "B")
+    yield ("codec_ack_report_bytes", float(len(wires[2])), "B")
     for kind in ("parse", "parse_stream", "encode"):
         yield (f"{kind}_msgs_per_s", rates[kind], "msg/s")
         yield (f"{kind}_simplefix_msgs_per_s", rates[f"{kind}_simplefix"], "msg/s")
