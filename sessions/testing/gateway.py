@@ -30,7 +30,18 @@ Faults (:mod:`sessions.testing.faults`) fire once: a fault is attached to every 
 connection (open, or opened later) until it has fired somewhere. Byte-level kinds are applied by
 :class:`~sessions.testing.faults.FaultyStream` layers under the session; STOP_HEARTBEATS and
 SKIP_SEQ by the gateway on the session; REJECT_LOGON, RESTART and REFUSE_CONNECTIONS by the
-gateway itself. A fault injected while a connection is open counts ``after`` from that moment.
+gateway itself. A fault injected while a connection is open counts ``after`` from that moment,
+and a STALL or SLOW_READER injected then takes hold from the gateway's next read (the read
+already waiting completes normally).
+
+The wire log has one record per FIX message (bytes that are no message get records of their
+own), stamped with the gateway time of the read or write that completed it: how two messages
+written at the same instant are split into reads depends on task scheduling, and a log that
+must repeat from run to run cannot depend on that.
+
+Simplifications: messages for a key that is offline are not kept for a later resend (only what
+was sent on a session can be resent; the drop copy is the way back to lost executions); a
+ResendRequest reaching past the retention period is gap-filled rather than rejected.
 """
 
 from __future__ import annotations
@@ -898,6 +909,15 @@ class Gateway:
                 if wake.is_set():
                     continue
             self._route(self.exchange.tick(self.clock()))
+            if self.exchange.next_deadline() == deadline and deadline <= self.clock():
+                # A timer the exchange does not clear when run would spin this loop for ever;
+                # report it and wait for the next change instead.
+                error = f"exchange timer at {deadline} did not clear"
+                if error not in self.internal_errors:
+                    self.internal_errors.append(error)
+                wake = self._exchange_wake = trio.Event()
+                await wake.wait()
+            await trio.lowlevel.checkpoint()
 
     async def _maintenance_loop(self) -> None:
         while True:

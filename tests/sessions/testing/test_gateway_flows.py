@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import trio
 
-from sessions.events import ApplicationMessage, RejectReceived, SequenceResetReceived
+from sessions.events import (
+    ApplicationMessage,
+    RejectReceived,
+    SequenceResetReceived,
+    TestResponse,
+)
 from sessions.logon import LogonOptions
 from sessions.message import FixMessage
 from sessions.testing.client import collect, new_order, next_app, wait_event
@@ -186,3 +191,42 @@ async def test_rfq_lifecycle(kalshi_gateway, autojump_clock) -> None:
         maker_fill = f(await next_app(maker_nr, [b"8"]))
         assert (maker_fill[11], maker_fill[54]) == ("q1", "2")
     assert [r.exec_type for r in gw.ground_truth("ACCT-2")] == ["F"]
+
+
+async def test_rt_retention_period_limits_the_resend(kalshi_gateway, autojump_clock) -> None:
+    gw = kalshi_gateway
+    one_hour = LogonOptions(message_retention_period=1)
+    async with gw.connect("KalshiRT", logon=one_hour) as rt:
+        await rt.wait_logged_on()
+        gw.inject("drop:endpoint=KalshiRT,after=1")
+        rt.send_app("D", new_order("buy-1", gw.markets[0], 1, 2, 60))
+        await next_app(rt, [b"8"])  # the pending report; the fill is lost with the connection
+        [e async for e in rt.events()]
+    await trio.sleep(2 * 3600)  # longer than the retention period asked for (20200=1)
+    async with gw.connect("KalshiRT", logon=one_hour) as rt:
+        await rt.wait_logged_on()
+        # The answer to a TestRequest comes after the resend the Logon triggered; every event
+        # up to it is queued.
+        await rt.test_request(timeout=5)
+        events: list = []
+        while not events or not isinstance(events[-1], TestResponse):
+            events.append(await rt.next_event())
+    # The fill aged out of the gateway's store: gap-filled, never resent.
+    assert not [e for e in events if isinstance(e, ApplicationMessage)]
+    assert any(isinstance(e, SequenceResetReceived) and e.gap_fill for e in events)
+    assert [r.exec_type for r in gw.ground_truth("ACCT-1")] == ["F"]
+
+
+async def test_in_memory_connection(kalshi_gateway, autojump_clock) -> None:
+    from sessions.connection import FixConnection
+    from sessions.driver import build_settings, open_fix_session
+    from sessions.store import MemoryStore
+
+    gw = kalshi_gateway
+    key = gw.key("nr")
+    settings = build_settings(gw.session_config("KalshiNR"), key.signer.sign)
+    stream = gw.gateway.connect_memory("KalshiNR")
+    async with open_fix_session(stream, FixConnection(settings, MemoryStore()), clock=gw.clock) as s:
+        await s.wait_logged_on()
+        await s.test_request(timeout=5)
+    assert gw.gateway.connections[-1].key_id == key.key_id
