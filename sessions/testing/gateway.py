@@ -46,12 +46,13 @@ ResendRequest reaching past the retention period is gap-filled rather than rejec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -74,7 +75,6 @@ from ..events import (
     SessionEnded,
 )
 from ..maintenance import KALSHI_MAINTENANCE, MaintenanceCalendar, Window
-from ..message import FixMessage
 from ..signature import load_public_key
 from ..store import MemoryStore
 from ..tags import SessionRejectReason
@@ -222,6 +222,18 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for e in exc.exceptions for leaf in _leaves(e)]
     return [exc]
+
+
+class _GatewayStore(MemoryStore):
+    """The gateway's per-(endpoint, key) store: a :class:`MemoryStore` whose ``batch`` does not
+    snapshot for a rollback. MemoryStore copies every retained message on each batch (each
+    inbound chunk), which a gateway keeping a day of KalshiRT traffic cannot afford; a failure
+    half way through a batch here is a bug that ends the connection anyway."""
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._check_open()
+        yield
 
 
 def _count_messages(data: bytes) -> int:
@@ -479,7 +491,7 @@ class Gateway:
         self._armed: list[_Armed] = [_Armed(f, left=f.count) for f in self.config.faults]
         self._live: dict[str, _Conn] = {}  # key id -> the connection holding it
         self._conns: dict[int, _Conn] = {}  # every open connection
-        self._stores: dict[tuple[str, str], MemoryStore] = {}
+        self._stores: dict[tuple[str, str], _GatewayStore] = {}
         self._last_endpoint: dict[str, str] = {}
         self._must_reset: set[str] = set()
         self._next_connection_id = 1
@@ -812,10 +824,10 @@ class Gateway:
         conn.exchange_connected = True
         session.accept_logon(store=store)
 
-    def _store(self, endpoint: str, key_id: str, now: float) -> MemoryStore:
+    def _store(self, endpoint: str, key_id: str, now: float) -> _GatewayStore:
         store = self._stores.get((endpoint, key_id))
         if store is None:
-            store = MemoryStore(now=now, retention_s=_MAX_RETENTION_S)
+            store = _GatewayStore(now=now, retention_s=_MAX_RETENTION_S)
             self._stores[(endpoint, key_id)] = store
         return store
 
@@ -881,7 +893,7 @@ class Gateway:
         self._exchange_wake.set()
 
     def _maybe_prune(self, conn: _Conn) -> None:
-        if not conn.spec.retransmission or conn.key_id is None:
+        if conn.key_id is None:
             return
         now = self.clock()
         if now - conn.last_prune < _PRUNE_INTERVAL:
@@ -889,7 +901,8 @@ class Gateway:
         conn.last_prune = now
         store = self._stores.get((conn.endpoint, conn.key_id))
         if store is not None:
-            store.prune(now - conn.retention_s)
+            # Without retransmission nothing sent is ever asked for again.
+            store.prune(now - conn.retention_s if conn.spec.retransmission else now)
 
     # ------------------------------------------------------------------ background tasks
     async def _sleep_until_epoch(self, when: float, wake: trio.Event) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import trio
 
 from sessions.errors import LogonRejected, TransportError
 from sessions.events import LogoutReason
