@@ -492,7 +492,6 @@ class Gateway:
         self._live: dict[str, _Conn] = {}  # key id -> the connection holding it
         self._conns: dict[int, _Conn] = {}  # every open connection
         self._stores: dict[tuple[str, str], _GatewayStore] = {}
-        self._last_endpoint: dict[str, str] = {}
         self._must_reset: set[str] = set()
         self._next_connection_id = 1
         self._started_at: float | None = None
@@ -505,8 +504,9 @@ class Gateway:
         self._nursery: trio.Nursery | None = None
         self._handler_nursery: trio.Nursery | None = None
         self._cancel_scope: trio.CancelScope | None = None
+        #: Set once every endpoint listens; :attr:`stopped` once :meth:`run` has returned.
         self.ready = trio.Event()
-        self._stopped = trio.Event()
+        self.stopped = trio.Event()
         self._connection_closed = trio.lowlevel.ParkingLot()
 
     # ------------------------------------------------------------------ setup
@@ -663,7 +663,7 @@ class Gateway:
                 for listener in ls:
                     with trio.CancelScope(shield=True):
                         await trio.aclose_forcefully(listener)
-            self._stopped.set()
+            self.stopped.set()
 
     def _handler(self, endpoint: str) -> Callable[[trio.abc.Stream], Any]:
         async def handle(stream: trio.abc.Stream) -> None:
@@ -818,7 +818,6 @@ class Gateway:
         store = self._store(conn.endpoint, key_id, now)
         store.prune(now - conn.retention_s)
         conn.last_prune = now
-        self._last_endpoint[key_id] = conn.endpoint
         # The exchange learns of the session before any message behind the Logon is handled.
         self.exchange.connect(key_id, conn.endpoint, LogonFlags.from_logon(event.message), now)
         conn.exchange_connected = True
