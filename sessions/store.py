@@ -129,6 +129,9 @@ def _check_retention(retention_s: float) -> None:
         raise StoreError(f"retention_s must be > 0 seconds, got {retention_s!r}")
 
 
+_ABSENT = object()  # undo-log marker: the message slot was empty before the batch
+
+
 class MemoryStore:
     """:class:`MessageStore` kept in memory only: same rules as :class:`SqliteStore`, no file.
 
@@ -145,7 +148,16 @@ class MemoryStore:
         self._messages: dict[int, tuple[float, bytes]] = {}
         self._since_prune = 0
         self._batch_depth = 0
+        # Inside a batch: the original entry of every message slot touched (or _ABSENT), so a
+        # rollback restores them. An undo log rather than a snapshot keeps a batch O(changes),
+        # not O(messages retained).
+        self._undo: dict[int, object] | None = None
         self._closed = False
+
+    def _remember(self, seq: int) -> None:
+        undo = self._undo
+        if undo is not None and seq not in undo:
+            undo[seq] = self._messages.get(seq, _ABSENT)
 
     def __repr__(self) -> str:
         return (
@@ -190,6 +202,7 @@ class MemoryStore:
         _check_seq("next_sender_seq", n)
         if n < self._sender:
             for seq in [s for s in self._messages if s >= n]:
+                self._remember(seq)
                 del self._messages[seq]
         self._sender = n
 
@@ -208,6 +221,7 @@ class MemoryStore:
                 f"{self._sender}; a skipped or repeated number is a bug in the caller"
             )
         if application:
+            self._remember(seq)
             self._messages[seq] = (float(sending_time), bytes(raw))
         self._sender = seq + 1
         self._since_prune += 1
@@ -228,6 +242,8 @@ class MemoryStore:
     def reset(self, now: float) -> None:
         """Both sequence numbers back to 1, messages dropped, ``creation_time = now``."""
         self._check_open()
+        for seq in self._messages:
+            self._remember(seq)
         self._messages.clear()
         self._sender = 1
         self._target = 1
@@ -238,6 +254,7 @@ class MemoryStore:
         self._check_open()
         old = [seq for seq, (t, _) in self._messages.items() if t < older_than]
         for seq in old:
+            self._remember(seq)
             del self._messages[seq]
         return len(old)
 
@@ -253,15 +270,22 @@ class MemoryStore:
             finally:
                 self._batch_depth -= 1
             return
-        saved = (self._sender, self._target, self._creation_time, dict(self._messages))
+        saved = (self._sender, self._target, self._creation_time)
+        self._undo = {}
         self._batch_depth = 1
         try:
             yield
         except BaseException:
-            self._sender, self._target, self._creation_time, self._messages = saved
+            self._sender, self._target, self._creation_time = saved
+            for seq, old in self._undo.items():
+                if old is _ABSENT:
+                    self._messages.pop(seq, None)
+                else:
+                    self._messages[seq] = old  # type: ignore[assignment]
             raise
         finally:
             self._batch_depth = 0
+            self._undo = None
 
     def close(self) -> None:
         """Mark the store closed; later calls raise :class:`StoreError`. Idempotent."""
