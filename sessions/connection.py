@@ -775,9 +775,6 @@ class FixConnection:
             return
         self._send(MsgType.HEARTBEAT, [(T.TEST_REQ_ID, test_id)], now)
 
-    def _on_resend_request_in_sequence(self, msg: FixMessage, seq: int, now: float) -> None:
-        self._on_resend_request(msg, seq, now)
-
     def _on_resend_request(self, msg: FixMessage, seq: int, now: float) -> None:
         if not self.settings.retransmission:
             # Kalshi's sessions without retransmission answer 373=11 and go on (§11 #22); we
@@ -856,10 +853,9 @@ class FixConnection:
     def _on_reject(self, msg: FixMessage, seq: int, now: float) -> None:
         self._events.append(_reject_received(msg))
 
-    def _on_sequence_reset_in_sequence(self, msg: FixMessage, seq: int, now: float) -> None:
-        self._on_sequence_reset(msg, seq, now, gap_fill=True)
-
-    def _on_sequence_reset(self, msg: FixMessage, seq: int, now: float, *, gap_fill: bool) -> None:
+    def _on_sequence_reset(
+        self, msg: FixMessage, seq: int, now: float, *, gap_fill: bool = True
+    ) -> None:
         raw = msg.get(T.NEW_SEQ_NO)
         if raw is None or not raw.isdigit():
             self._send_reject(
@@ -1036,9 +1032,9 @@ _Handler = Callable[[FixConnection, FixMessage, int, float], None]
 _ADMIN_HANDLERS: dict[bytes, _Handler] = {
     MsgType.HEARTBEAT: FixConnection._on_heartbeat,
     MsgType.TEST_REQUEST: FixConnection._on_test_request,
-    MsgType.RESEND_REQUEST: FixConnection._on_resend_request_in_sequence,
+    MsgType.RESEND_REQUEST: FixConnection._on_resend_request,
     MsgType.REJECT: FixConnection._on_reject,
-    MsgType.SEQUENCE_RESET: FixConnection._on_sequence_reset_in_sequence,
+    MsgType.SEQUENCE_RESET: FixConnection._on_sequence_reset,  # in sequence: GapFill mode
     MsgType.LOGOUT: FixConnection._on_logout,
     MsgType.LOGON: FixConnection._on_logon_while_active,
 }
