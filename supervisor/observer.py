@@ -38,6 +38,9 @@ class DownKind(enum.Enum):
     UNPLANNED = "unplanned"  # transport loss, peer Logout, heartbeat timeout, error
     MAINTENANCE = "maintenance"  # we logged out for the window
     SHUTDOWN = "shutdown"  # the supervisor is stopping
+    #: A component ended the session itself through :meth:`SessionHandle.logout` (a normal
+    #: end: a transient child is not restarted, a permanent one is).
+    REQUESTED = "requested"
 
 
 @attrs.frozen
@@ -89,7 +92,24 @@ class SessionHandle(Protocol):
         ...
 
     async def wait_active(self) -> None:
-        """Return once the session is logged on (immediately if it is)."""
+        """Return once the session is logged on (immediately if it is).
+
+        The tree's handles raise :class:`~supervisor.errors.ChildStopped` if the session
+        stopped for good while waiting, and :class:`SessionNotActive` once the supervisor
+        is shutting down."""
+        ...
+
+    # Extensions (the tree's handles implement them; components may rely on them).
+
+    @property
+    def state(self) -> ChildState:
+        """Where the session is now."""
+        ...
+
+    async def logout(self, text: str | None = None) -> None:
+        """End the session with a graceful Logout (bounded by ``logout_timeout``) and return
+        once it is closed. A normal end: observers see :attr:`DownKind.REQUESTED`; a transient
+        child is not restarted, a permanent one is restarted after the backoff delay."""
         ...
 
 
