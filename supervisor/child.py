@@ -51,6 +51,9 @@ log = logging.getLogger("supervisor.tree")
 MAINTENANCE_LOGOUT_TEXT = "logging out for the scheduled maintenance window"
 #: Text of our Logout when the supervisor shuts down.
 SHUTDOWN_LOGOUT_TEXT = "client shutting down"
+#: When Kalshi says it is closed for maintenance up to this long before our calendar's window
+#: starts, the two clocks disagree a little: we wait for that window's end as if inside it.
+CLOCK_SKEW_SLACK = 300.0
 # On top of logout_timeout (which the driver enforces) before a child that does not finish its
 # Logout is cancelled outright: the driver's own close grace plus a margin.
 _STOP_GRACE = 5.0
@@ -314,11 +317,11 @@ class SessionChild:
             await trio.sleep(max(0.0, when - self._tree.clock()))
         self._wait_scope = None
 
-    async def _wait_out_maintenance(self, reason: str = "") -> bool:
+    async def _wait_out_maintenance(self, reason: str = "", slack: float = 0.0) -> bool:
         """If ``now`` is in the quiet period around a window, wait until it is over (no
         attempt inside it) and return True."""
         now = self._tree.clock()
-        until = self._tree.quiet_until(now)
+        until = self._tree.quiet_until(now, slack=slack)
         if until is None:
             return False
         # A spread after the window so that many sessions do not log on at the same instant
@@ -492,7 +495,12 @@ class SessionChild:
         if decision.reset_next_logon:
             self._reset_next = True
         if kind is DownKind.MAINTENANCE:
-            if await self._wait_out_maintenance(self._maintenance_reason(planned, decision)):
+            # Kalshi's closing a little before our calendar's window is clock skew, not a
+            # reason to knock on a closed door until our window starts.
+            slack = CLOCK_SKEW_SLACK if decision.action == "wait_for_window" else 0.0
+            if await self._wait_out_maintenance(
+                self._maintenance_reason(planned, decision), slack
+            ):
                 return True
             # Refused for a window our calendar does not know (an unscheduled exchange pause):
             # back off, not counted — it is not our sessions' fault.

@@ -306,13 +306,14 @@ class Supervisor:
         await self._done.wait()
 
     # ------------------------------------------------------------------ for the children
-    def quiet_until(self, now: float) -> float | None:
+    def quiet_until(self, now: float, *, slack: float = 0.0) -> float | None:
         """If ``now`` is in the quiet period of a window (from ``logout_before_s`` before it
-        starts until it ends), the end of that window; else ``None``."""
+        starts until it ends; ``slack`` seconds earlier still), the end of that window; else
+        ``None``."""
         window = self.calendar.next_window(now)
         if window is None:
             return None
-        if window.start - self._logout_before <= now < window.end:
+        if window.start - self._logout_before - slack <= now < window.end:
             return window.end
         return None
 
