@@ -36,6 +36,13 @@ def _keygen(args: argparse.Namespace) -> int:
     )
 
 
+def _run(args: argparse.Namespace) -> int:
+    # Imported here: the tree is only loaded when asked for.
+    from supervisor.run import run_command
+
+    return run_command(args.config, log_level=args.log_level)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -73,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="encrypt the private key with the passphrase held in environment variable VAR",
     )
     p.set_defaults(handler=_keygen)
+
+    p = sub.add_parser(
+        "run",
+        help="run every configured session under the supervisor until SIGTERM/SIGINT",
+        description="Keep every [session.NAME] of CONFIG logged on: restarts with backoff, "
+        "restart intensity, the Thursday maintenance window, one connection per API key. "
+        "Logs one line per status change to stdout; SIGTERM or SIGINT logs every session out.",
+        epilog="exit codes: 0 clean shutdown, 1 internal error, 2 configuration error, "
+        "3 API key locked by another process, 4 every session stopped and one with a "
+        "non-retryable error, 5 restart intensity exceeded (details: supervisor/run.py)",
+    )
+    p.add_argument("config", help="TOML config file")
+    p.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least severe log level printed (default INFO)",
+    )
+    p.set_defaults(handler=_run)
 
     # Imported here: the simulator (exchange model, fault injector) is only loaded when asked for.
     from sessions.testing import cli as gateway_cli

@@ -1,0 +1,237 @@
+"""``kalshi-fix run`` as a process against the in-process gateway (plain TCP, real time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zoneinfo
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from sessions.maintenance import MaintenanceCalendar
+from sessions.testing.pytest_plugin import GatewayOptions
+from supervisor.config import WEEKDAYS
+from supervisor.run import (
+    EXIT_CHILD_STOPPED,
+    EXIT_CONFIG,
+    EXIT_INTENSITY,
+    EXIT_KEY_LOCKED,
+    EXIT_OK,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+RUN = [sys.executable, "-m", "supervisor.cli", "run"]
+
+
+@pytest.fixture
+def kalshi_gateway_options() -> GatewayOptions:
+    # The process under test uses the real clock: the gateway must agree (30 s SendingTime
+    # rule) and must not meet a maintenance window while the test runs.
+    return GatewayOptions(tls=False, start=time.time(), maintenance=MaintenanceCalendar(weekly=False))
+
+
+def far_weekday() -> str:
+    """A weekday whose window cannot be near now, for the supervisor's own calendar."""
+    today = dt.datetime.now(zoneinfo.ZoneInfo("America/New_York")).weekday()
+    return WEEKDAYS[(today + 3) % 7]
+
+
+def write_config(
+    tmp_path: Path,
+    sessions: dict[str, dict[str, Any]],
+    supervisor: str = "",
+) -> Path:
+    """A TOML file with ``sessions`` (name → session keys) in start order."""
+    lines: list[str] = []
+    for name, table in sessions.items():
+        lines.append(f"[session.{name}]")
+        for key, value in table.items():
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, int):
+                lines.append(f"{key} = {value}")
+            else:
+                lines.append(f'{key} = "{value}"')
+        lines.append("")
+    lines += [
+        "[supervisor]",
+        'state_dir = "state"',
+        'lock_dir = "locks"',
+        supervisor,
+        "[supervisor.maintenance]",
+        f'weekday = "{far_weekday()}"',
+        "[supervisor.reconciliation]",
+        "enabled = false",
+    ]
+    for order, name in enumerate(sessions):
+        lines += [f"[supervisor.sessions.{name}]", f"start_order = {order}"]
+    path = tmp_path / "firm.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def session(gw: Any, endpoint: str, role: str, **changes: Any) -> dict[str, Any]:  # noqa: ANN401
+    key = gw.keys[role]
+    table: dict[str, Any] = {
+        "endpoint": endpoint, "host": "127.0.0.1", "port": gw.port(endpoint), "tls": False,
+        "key_id": key.key_id, "private_key": str(key.private_key_path), "store_dir": "stores",
+    }
+    table.update(changes)
+    return table
+
+
+class Output:
+    """The lines a process prints, read as they come."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buf = b""
+        self.lines: list[str] = []
+
+    async def until(self, done: Callable[[list[str]], bool]) -> None:
+        while not done(self.lines):
+            chunk = await self._stream.receive_some(65536)
+            assert chunk, "the process ended first:\n" + "\n".join(self.lines)
+            self._feed(chunk)
+
+    async def rest(self) -> str:
+        while chunk := await self._stream.receive_some(65536):
+            self._feed(chunk)
+        if self._buf:
+            self.lines.append(self._buf.decode())
+            self._buf = b""
+        return "\n".join(self.lines)
+
+    def _feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        *complete, self._buf = self._buf.split(b"\n")
+        self.lines += [line.decode() for line in complete]
+
+
+async def run_to_exit(config: Path) -> tuple[int, str]:
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [*RUN, str(config)], capture_stdout=True, stderr=subprocess.STDOUT, check=False,
+            env=ENV, cwd=REPO,
+        )
+    return result.returncode, result.stdout.decode()
+
+
+async def test_sigterm_logs_every_session_out_in_reverse_order_and_exits_0(
+    kalshi_gateway, tmp_path
+) -> None:
+    gw = kalshi_gateway
+    config = write_config(tmp_path, {
+        "dc": session(gw, "KalshiDC", "dc"),
+        "orders": session(gw, "KalshiNR", "nr"),
+    })
+    proc = await trio.lowlevel.open_process(
+        [*RUN, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
+    )
+    assert proc.stdout is not None
+    out = Output(proc.stdout)
+    try:
+        with trio.fail_after(60):
+            await out.until(lambda lines: sum(" up (" in line for line in lines) == 2)
+        assert all(gw.gateway.is_connected(gw.keys[r].key_id) for r in ("dc", "nr"))
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await proc.wait()
+            text = await out.rest()
+    finally:
+        if proc.returncode is None:  # pragma: no cover - only when the test failed
+            proc.kill()
+            await proc.wait()
+    assert code == EXIT_OK, text
+    assert "SIGTERM received: logging out every session" in text
+    stops = [line for line in out.lines if " shutdown (" in line]
+    assert [line.split("session ")[1].split(" ")[0] for line in stops] == ["orders", "dc"]
+    assert "PRIVATE KEY" not in text
+    await gw.gateway.wait_idle()
+    assert [(r.key_id, r.ended) for r in gw.gateway.connections] == [
+        (gw.keys["dc"].key_id, "peer"), (gw.keys["nr"].key_id, "peer")
+    ]  # each closed by a Logout the process sent
+
+
+async def test_a_configuration_error_exits_2(tmp_path) -> None:
+    config = tmp_path / "firm.toml"
+    config.write_text('[session.orders]\nendpoint = "KalshiXX"\nkey_id = "k"\nprivate_key = "k.pem"\n')
+    code, text = await run_to_exit(config)
+    assert code == EXIT_CONFIG
+    assert "[session.orders] endpoint" in text and "KalshiXX" in text
+
+
+async def test_an_unreadable_private_key_exits_2(kalshi_gateway, tmp_path) -> None:
+    gw = kalshi_gateway
+    config = write_config(
+        tmp_path, {"orders": session(gw, "KalshiNR", "nr", private_key="missing.pem")}
+    )
+    code, text = await run_to_exit(config)
+    assert code == EXIT_CONFIG, text
+    assert gw.keys["nr"].key_id in text and gw.gateway.connections == []
+
+
+async def test_a_key_locked_by_another_process_exits_3_naming_its_pid(
+    kalshi_gateway, tmp_path
+) -> None:
+    gw = kalshi_gateway
+    config = write_config(tmp_path, {"orders": session(gw, "KalshiNR", "nr")})
+    key_id = gw.keys["nr"].key_id
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys\n"
+            "from supervisor.keys import ProcessKeyLock\n"
+            "ProcessKeyLock(sys.argv[1], sys.argv[2], 'the other supervisor').acquire()\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(tmp_path / "locks"), key_id,
+        ],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV, cwd=REPO,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"locked\n"
+        code, text = await run_to_exit(config)
+    finally:
+        holder.communicate(b"", timeout=30)
+    assert code == EXIT_KEY_LOCKED, text
+    assert f"API key {key_id} is locked by process {holder.pid} (the other supervisor)" in text
+    assert gw.gateway.connections == []
+
+
+async def test_every_session_stopped_by_a_non_retryable_reject_exits_4(
+    kalshi_gateway, tmp_path
+) -> None:
+    gw = kalshi_gateway
+    config = write_config(
+        tmp_path, {"orders": session(gw, "KalshiNR", "nr", key_id="not-a-registered-key")}
+    )
+    code, text = await run_to_exit(config)
+    assert code == EXIT_CHILD_STOPPED, text
+    assert "session orders stopped" in text and "CompIDs" in text
+    assert len(gw.gateway.connections) == 1  # one Logon, no hammering
+
+
+async def test_exceeding_the_restart_intensity_exits_5(kalshi_gateway, tmp_path) -> None:
+    gw = kalshi_gateway
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = write_config(
+        tmp_path, {"orders": session(gw, "KalshiNR", "nr", port=port)},
+        "backoff_min = 0.01\nbackoff_max = 0.05\nrestart_intensity = 2\nrestart_period = 60\n",
+    )
+    code, text = await run_to_exit(config)
+    assert code == EXIT_INTENSITY, text
+    assert "needed 3 restarts within 60 s" in text
