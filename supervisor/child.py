@@ -274,7 +274,10 @@ class SessionChild:
         """The child's task: supervise the session until stopped."""
         self._started = True
         try:
-            with trio.CancelScope() as self._task_scope:
+            # Shielded: a cancellation from outside the supervisor (the application's scope)
+            # must not cut the session without its Logout; the tree stops the child itself,
+            # in reverse start order, and cancels this scope only if the Logout overruns.
+            with trio.CancelScope(shield=True) as self._task_scope:
                 task_status.started()
                 await self._loop()
         finally:

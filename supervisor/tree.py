@@ -451,9 +451,12 @@ class Supervisor:
     async def _host_observer_tasks(
         self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        async with trio.open_nursery() as nursery:
-            task_status.started(nursery)
-            await trio.sleep_forever()
+        # Shielded like the children: components keep running until the sessions are down;
+        # the shutdown cancels this nursery last.
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                task_status.started(nursery)
+                await trio.sleep_forever()
 
     def _spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
         nursery = self._observer_nursery
@@ -470,6 +473,12 @@ class Supervisor:
             self.fail(exc)
 
     async def _manage(self) -> None:
+        # Shielded: an outer cancellation reaches the body, whose __aexit__ asks for the
+        # orderly shutdown that this task then carries out.
+        with trio.CancelScope(shield=True):
+            await self._supervise()
+
+    async def _supervise(self) -> None:
         try:
             with trio.CancelScope() as self._start_scope:
                 if self._shutdown_requested.is_set():

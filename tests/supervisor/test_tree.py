@@ -313,3 +313,55 @@ async def test_a_restart_never_dials_while_the_old_connection_is_open(
             holder_may_leave.set()
         await wait_state(sup, "orders", ChildState.UP, since=mark)
     assert log == ["dial", "closed", "other released", "dial", "closed"]
+
+
+# ----------------------------------------------------------------------------- leaving the block
+
+
+async def test_an_exception_in_the_body_logs_out_and_propagates_unwrapped(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    gw = kalshi_gateway
+    rec = Recorder()
+    config = build_config(gw, tmp_path, {"orders": ("KalshiNR", "nr")})
+    with pytest.raises(LookupError, match="application bug"):
+        async with Supervisor(config, observers=[rec], clock=gw.clock) as sup:
+            await sup.wait_started()
+            raise LookupError("application bug")
+    assert [(d.name, d.kind, d.ended.clean) for d in rec.downs] == [
+        ("orders", DownKind.SHUTDOWN, True)
+    ]
+
+
+async def test_outer_cancellation_still_logs_out_every_session(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    gw = kalshi_gateway
+    rec = Recorder()
+    config = build_config(gw, tmp_path, THREE)
+    with trio.move_on_after(100) as scope:
+        async with Supervisor(config, observers=[rec], clock=gw.clock):
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert [(d.name, d.kind, d.ended.clean) for d in rec.downs] == [
+        ("rt", DownKind.SHUTDOWN, True),
+        ("orders", DownKind.SHUTDOWN, True),
+        ("dc", DownKind.SHUTDOWN, True),
+    ]
+
+
+async def test_shutdown_while_backing_off_or_dialling_is_immediate(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    gw = kalshi_gateway
+    gw.inject("refuse_connections:endpoint=KalshiNR,duration=100000")
+    config = build_config(
+        gw, tmp_path, {"dc": ("KalshiDC", "dc"), "orders": ("KalshiNR", "nr")},
+        backoff_min=600.0, backoff_max=600.0, restart_intensity=100,
+    )
+    async with Supervisor(config, clock=gw.clock) as sup:
+        await wait_state(sup, "orders", ChildState.BACKOFF)
+        before = trio.current_time()
+    assert trio.current_time() - before < 10  # no waiting out the 600 s backoff
+    assert sup.status()["orders"].state is ChildState.SHUTDOWN
+    assert sup.status()["dc"].state is ChildState.SHUTDOWN

@@ -178,3 +178,27 @@ async def test_starting_inside_the_window_waits_for_its_end(
             up = await wait_state(sup, name, ChildState.UP)
             assert up.time >= end
     assert all(r.opened_at >= gateway_time(gw, end) for r in gw.gateway.connections)
+
+
+async def test_an_exchange_pause_the_calendar_does_not_know_is_backed_off_not_counted(
+    kalshi_gateway, autojump_clock, tmp_path
+) -> None:
+    gw = kalshi_gateway
+    now = gw.clock()
+    # An unscheduled pause from +10 s to +200 s that only the exchange knows of.
+    gw.gateway.set_maintenance(gw.gateway.config.maintenance.with_window(now + 10, now + 200))
+    config = build_config(
+        gw, tmp_path, {"orders": ("KalshiNR", "nr")}, restart_intensity=0,
+        backoff_min=1.0, backoff_max=60.0, backoff_jitter=0.0,
+    )
+    rec = Recorder()
+    async with Supervisor(config, observers=[rec], clock=gw.clock) as sup:
+        await wait_state(sup, "orders", ChildState.UP)
+        mark = len(sup.history)
+        up = await wait_state(sup, "orders", ChildState.UP, since=mark)
+        assert up.time >= now + 200
+    assert sup.failure is None  # none of it counted towards the intensity
+    assert {d.kind for d in rec.downs[:-1]} == {DownKind.MAINTENANCE}
+    refused = [r for r in gw.gateway.connections if not r.logged_on]
+    # Backed off exponentially (1, 2, 4, … s), not hammered: a handful of Logons in 190 s.
+    assert 3 <= len(refused) <= 8
