@@ -307,7 +307,7 @@ class SessionChild:
             attempt = await self._attempt()
             if not await self._after(attempt):
                 return
-        self._set_state(ChildState.SHUTDOWN, "logged out: the supervisor is shutting down")
+        self._set_state(ChildState.SHUTDOWN, "the supervisor is shutting down")
 
     # ------------------------------------------------------------------ waiting
     async def _sleep_until(self, when: float) -> None:
@@ -419,7 +419,7 @@ class SessionChild:
         async for event in session.events():
             if isinstance(event, LoggedOn):
                 attempt.was_logged_on = True
-                self._went_up(session, event, attempt.config)
+                self._went_up(session, event)
             elif isinstance(event, ApplicationMessage):
                 self._tree.notify("application_message", self.name, event)
             elif isinstance(event, SequenceGap):
@@ -434,7 +434,7 @@ class SessionChild:
                 return event
         return session.ended or SessionClosed(f"session {self.name!r} ended without an event")
 
-    def _went_up(self, session: FixSession, logged_on: LoggedOn, cfg: SessionConfig) -> None:
+    def _went_up(self, session: FixSession, logged_on: LoggedOn) -> None:
         self._backoff.reset()
         attempts, self._attempts = self._attempts, 0
         self.active_session = session
@@ -531,11 +531,11 @@ class SessionChild:
     def _decide(self, outcome: SessionEnded | Exception, attempt: _Attempt) -> RestartDecision:
         cfg = attempt.config
         decision = classify_outcome(outcome, float(cfg.heartbeat_interval), session=cfg)
-        if (
-            decision.cause == "reset_required"
-            and not cfg.reset_seq_num_on_logon
-            and not cfg.profile.reset_mandatory
-        ):
+        # Only an attempt that kept its sequence numbers takes these fallbacks (Kalshi may also
+        # accept the Logon and log out at once: "MsgSeqNum too low"); they cannot repeat in a
+        # row, since the next Logon resets.
+        continuity_refused = not (cfg.reset_seq_num_on_logon or cfg.profile.reset_mandatory)
+        if decision.cause == "reset_required" and continuity_refused:
             # We tried to keep sequence continuity (KalshiRT after the window) and the gateway
             # wants a reset (the older reading of REFERENCE §1.6): fall back to 141=Y once.
             # Messages missed meanwhile are recovered by reconciliation, which the observers
@@ -549,8 +549,9 @@ class SessionChild:
                 counts_toward_intensity=False,
                 reset_next_logon=True,
             )
-        if decision.cause == "sequence" and not cfg.profile.reset_mandatory:
-            # The same fallback for a Logon refused for its sequence numbers.
+        if decision.cause == "sequence" and continuity_refused:
+            # The same fallback for a Logon refused for its sequence numbers (classify already
+            # asks for the reset).
             return attrs.evolve(decision, counts_toward_intensity=False)
         return decision
 

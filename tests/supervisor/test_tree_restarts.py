@@ -163,3 +163,38 @@ async def test_kalshirt_keeps_its_sequence_numbers_across_supervisor_restarts(
     assert not again.reset_seq_num
     assert again.next_sender_seq > first.next_sender_seq + 3
     assert again.next_target_seq > first.next_target_seq + 3
+
+
+async def test_a_logon_refused_for_its_sequence_numbers_is_retried_with_a_reset(
+    kalshi_gateway, autojump_clock, tmp_path
+) -> None:
+    gw = kalshi_gateway
+    config = build_config(gw, tmp_path, {"rt": ("KalshiRT", "rt")}, restart_intensity=0)
+    rec = Recorder()
+    async with Supervisor(config, observers=[rec], clock=gw.clock) as sup:
+        await wait_state(sup, "rt", ChildState.UP)
+        for i in range(3):
+            sup.handle("rt").send_app("D", new_order(f"rt-{i}", gw.markets[0], 1, 1, 60))
+        for _ in range(3):
+            await rec.app_receive.receive()
+    # The client's store lost its numbers (restored from an old backup, say): our next Logon
+    # carries a MsgSeqNum lower than Kalshi expects.
+    from sessions.driver import open_session_store
+
+    store = open_session_store(config[0].sessions["rt"], gw.clock())
+    store.reset(gw.clock())
+    store.close()
+    rec2 = Recorder()
+    async with Supervisor(config, observers=[rec2], clock=gw.clock) as sup:
+        up = await wait_state(
+            sup, "rt", ChildState.UP, where=lambda e: "ResetSeqNumFlag=Y" in e.detail
+        )
+    assert sup.failure is None  # the fallback is not counted
+    # Kalshi took the Logon and logged us out at once for our sequence numbers; observers saw
+    # the pair (and would reconcile), then the reset session_up.
+    refused = rec2.downs[0]
+    assert refused.kind is DownKind.UNPLANNED
+    assert refused.ended.initiated_by == "peer" and refused.ended.reason.value == "sequence"
+    assert [logged_on.reset_seq_num for _, logged_on in rec2.ups] == [False, True]
+    assert "ResetSeqNumFlag=Y" in up.detail
+    assert len(gw.gateway.connections) == 3  # first run; refused continuity; the reset
