@@ -8,7 +8,8 @@ write ``ops/benchmarks/<name>.py`` with a ``run()`` and add its name here.
 from __future__ import annotations
 
 #: Benchmark module names (in this package), in run order.
-BENCHMARKS: tuple[str, ...] = ("codec",)
+# roundtrip before floor: it measures the floor in the same run, and floor prints that one.
+BENCHMARKS: tuple[str, ...] = ("codec", "roundtrip", "floor", "reconcile", "rss")
 
 Figure = tuple[str, float, str]
 """One measured figure: ``(name, value, unit)``, printed as ``name value unit``."""
