@@ -95,9 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         setup = gateway_cli.build_from_args(args)
-        config = attrs.evolve(
-            setup.config, exchange=attrs.evolve(setup.config.exchange, message_cost=args.message_cost)
-        )
+        exchange = attrs.evolve(setup.config.exchange, message_cost=args.message_cost)
+        config = attrs.evolve(setup.config, exchange=exchange)
         fields = {f.name: getattr(setup, f.name) for f in attrs.fields(gateway_cli.GatewaySetup)}
         fields["config"] = config
         preloaded = _PreloadedSetup(

@@ -108,7 +108,9 @@ async def spawn(
                 await _stop(process)
 
 
-async def _read_ready(child: Child, want: Sequence[str], timeout: float, args: Sequence[str]) -> None:
+async def _read_ready(
+    child: Child, want: Sequence[str], timeout: float, args: Sequence[str]
+) -> None:
     assert child.process.stdout is not None
     buf = b""
     missing = set(want)

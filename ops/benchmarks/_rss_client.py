@@ -77,7 +77,9 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m ops.benchmarks._rss_client", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ops.benchmarks._rss_client", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--messages", type=int, required=True)

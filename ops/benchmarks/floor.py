@@ -81,7 +81,9 @@ class FloorLink:
                 yield i
                 i += 1
 
-    async def run(self, count: int, *, rate: float | None = None, window: int | None = None) -> LoadResult:
+    async def run(
+        self, count: int, *, rate: float | None = None, window: int | None = None
+    ) -> LoadResult:
         """One phase: ``count`` requests, paced at ``rate`` or windowed."""
         return await drive(self._send, self._completions, count, rate=rate, window=window)
 

@@ -25,8 +25,8 @@ together; the first one is the answer that counts. Figures:
   window), measured in this run, its phases interleaved with the stack's so that load on the
   machine hits both alike. :mod:`ops.benchmarks.floor` prints that floor measurement.
 
-Sequence: gateway up → supervisor up → warm-up (300 orders) → floor warm-up → stack paced →
-floor paced → stack windowed → floor windowed.
+Sequence: gateway up → supervisor up → warm-up (300 orders) → floor warm-up → stack paced
+→ floor paced → stack windowed → floor windowed.
 
 Attribution (windowed phase, CPU time per order): ``roundtrip_client_cpu_us`` for this process
 (supervisor, session, driver, our side of TCP) and ``roundtrip_gateway_cpu_us`` for the gateway
@@ -97,7 +97,8 @@ class _Answers(ObserverBase):
             self._fail(f"the gateway refused a benchmark message (35={mt!r}): {msg.get_str(58)!r}")
 
     def session_down(self, down: SessionDown) -> None:
-        self._fail(f"the benchmark session went down ({down.kind.value}): {down.ended or down.error}")
+        why = down.ended or down.error
+        self._fail(f"the benchmark session went down ({down.kind.value}): {why}")
 
     def _fail(self, text: str) -> None:
         if self.problem is None:
@@ -135,11 +136,15 @@ class _StackLink:
         self._answers.pending[cl] = i
         self.last_seq = self._handle.send_app(b"D", self.fields(cl))
 
-    async def run(self, count: int, *, rate: float | None = None, window: int | None = None) -> LoadResult:
+    async def run(
+        self, count: int, *, rate: float | None = None, window: int | None = None
+    ) -> LoadResult:
         self._phase += 1
         self._base = str(uuid.uuid4())[:24]
         with trio.fail_after(_PHASE_TIMEOUT + count / 100):
-            return await drive(self._send, self._answers.completions, count, rate=rate, window=window)
+            return await drive(
+                self._send, self._answers.completions, count, rate=rate, window=window
+            )
 
 
 def _order_size(link: _StackLink, key_id: str) -> int:
