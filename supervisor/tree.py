@@ -396,9 +396,13 @@ class Supervisor:
         except BaseException as exc:
             self._done.set()
             self._end_subscriptions()
+            if self._observer_nursery is not None:
+                self._observer_nursery.cancel_scope.cancel()  # shielded: cancel it directly
             self._nursery.cancel_scope.cancel()
             try:
                 await self._nursery_cm.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseExceptionGroup:
+                pass  # the nursery wraps exc; raise it as it was
             finally:
                 self._release_resources()
             raise

@@ -365,3 +365,23 @@ async def test_shutdown_while_backing_off_or_dialling_is_immediate(
     assert trio.current_time() - before < 10  # no waiting out the 600 s backoff
     assert sup.status()["orders"].state is ChildState.SHUTDOWN
     assert sup.status()["dc"].state is ChildState.SHUTDOWN
+
+
+async def test_an_observer_failing_to_attach_starts_nothing_and_holds_nothing(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    gw = kalshi_gateway
+
+    class Unattachable(ObserverBase):
+        def attach(self, handles, spawn, clock) -> None:  # type: ignore[no-untyped-def]
+            spawn(trio.sleep_forever)
+            raise RuntimeError("cannot attach")
+
+    config = build_config(gw, tmp_path, {"orders": ("KalshiNR", "nr")})
+    with pytest.raises(RuntimeError, match="cannot attach"):
+        async with Supervisor(config, observers=[Unattachable()], clock=gw.clock):
+            pytest.fail("must not run")  # pragma: no cover
+    assert gw.gateway.connections == []
+    # Locks and stores were released: the same configuration starts now.
+    async with Supervisor(config, clock=gw.clock) as sup:
+        await wait_state(sup, "orders", ChildState.UP)
