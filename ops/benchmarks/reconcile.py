@@ -1,52 +1,51 @@
 """10,000 missed executions recovered through the drop copy and delivered to the application.
 
-Setup (not timed): the simulated gateway runs in another process
-(:mod:`ops.benchmarks._gateway`, ``--config`` with one account and two API keys: ``nr`` for
-KalshiNR, ``dc`` for KalshiDC). Before it serves, the ``nr`` key's account trades 10,000 one-lot
-IOC orders straight in the exchange model while that key has no connection, so all 10,000
-executions are ones the client missed. Our side opens an empty execution ledger
-(:class:`supervisor.ledger.ExecutionLedger`, SQLite, default durability) and logs the ``dc``
-session on (:func:`sessions.driver.connect_session`, durable sequence store).
+Setup (not timed). The simulated gateway runs in another process (:mod:`ops.benchmarks._gateway`,
+``--config`` with one account and two API keys: one for KalshiNR, one for KalshiDC). Before it
+serves, the NR key's account trades 10,000 one-lot IOC orders straight in the exchange model
+while that key has no connection: 10,000 executions the client missed. Our side is a supervisor
+that was down meanwhile: its recovery state (written here in the reconciliation observer's
+format) says the ``orders`` session had received everything up to ExecID ``0;0``, and its
+execution ledger is empty.
 
-Timed (``reconcile_10k_s``, target ≤ 2 s): from the moment recovery begins to the moment the
-application has consumed the 10,000th execution —
+The stack (all landed components): :class:`supervisor.tree.Supervisor` with the two sessions
+(``orders`` on KalshiNR, ``dropcopy`` on KalshiDC), the executions component
+(:class:`supervisor.streams.ExecutionStream` over :class:`supervisor.ledger.ExecutionLedger`)
+and the reconciliation observer (:class:`supervisor.recovery.RecoveryObserver`). On start the
+observer opens a gap for ``orders`` (the process was down); once ``orders`` is back up and the
+drop copy is up it holds the ledger and runs a pass: EventResendRequest (U1) from the mark, the
+10,000 ExecutionReports come back over TCP through our session core and are ingested, the U2
+is decided, the ledger releases. The application reads the exactly-once iterator
+(``ExecutionStream.executions()``: each ask acknowledges the previous item).
 
-1. the ledger holds (a gap is being recovered), :func:`supervisor.reconcile.plan_recovery`
-   plans one EventResendRequest per exchange index — the ledger knows no ExecID yet, so index 0
-   is replayed unanchored from ``0;0`` — and a :class:`~supervisor.reconcile.RecoverySession`
-   tracks it;
-2. the U1 goes out; the 10,000 replayed ExecutionReports come back over TCP, through our
-   session core, and are counted by the recovery session and offered to the ledger in batches
-   (``offer_many``, one transaction per batch, as the drop copy delivers them);
-3. the U2 is decided (its count must match), the ledger releases (merging and queueing all
-   10,000 for delivery);
-4. the application consumes them through a :class:`~supervisor.ledger.DeliveryCursor`
-   (exactly-once: each ``next()`` acks the previous item, one committed ack each).
-
-The benchmark refuses to report a figure unless the application received exactly the
-executions the gateway generated. The reconciliation observer (``supervisor/recovery.py``) and
-the order-entry component had not landed when this was written, so their roles are played here
-with the building blocks they are made of.
+``reconcile_10k_s`` (target ≤ 2 s): from the start of the pass (``RecoveryReport.started``) to
+the application holding the 10,000th execution (and acknowledging it), supervisor clock. Where
+the time went, from the same start: ``reconcile_first_report_s`` (the gateway rendering the
+replay before its first byte), ``reconcile_receive_s`` (first report → U2, every report
+ingested), ``reconcile_release_s`` (U2 → the ledger released), ``reconcile_deliver_s`` (release
+→ the application has all of them). The benchmark refuses to report unless the pass was
+complete and the application received exactly the executions the gateway generated.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import attrs
 import trio
 
-from sessions.config import SessionConfig
-from sessions.driver import FixSession, connect_session
-from sessions.events import ApplicationMessage, SessionEnded
-from sessions.message import FixMessage
-from sessions.profiles import get_profile
-from sessions.testing.keys import make_test_key
+from sessions.events import ApplicationMessage
+from sessions.testing.keys import TestKey, make_test_key
+from supervisor.config import WEEKDAYS
 from supervisor.ledger import ExecutionLedger
-from supervisor.reconcile import OutcomeKind, RecoverySession, build_u1, plan_recovery
+from supervisor.observer import ObserverBase
+from supervisor.recovery import STATE_VERSION, RecoveryObserver
+from supervisor.streams import ExecutionStream
+from supervisor.tree import Supervisor
 
 from . import Figure
 from ._procs import BenchmarkError, address, python_module, spawn
@@ -54,15 +53,29 @@ from ._procs import BenchmarkError, address, python_module, spawn
 __all__ = ["run"]
 
 EXECUTIONS = 10_000
-#: Replayed reports offered to the ledger per transaction.
-BATCH = 500
 _ACCOUNT = "BENCH-ACCT"
 _TICKER = "KXHIGHNY-26JUL14-B85"
 _INDEX = 0
+_ORDERS = "orders"
+_DROP_COPY = "dropcopy"
+_STATE_FILE = "recovery-state.json"
 _TIMEOUT = 300.0
 
 
-def _write_config(tmp: Path, nr_key: str, nr_pub: Path, dc_key: str, dc_pub: Path) -> Path:
+@attrs.frozen
+class _Phases:
+    """Seconds from the start of the pass to: the first replayed report, the U2 (every report
+    ingested), the release, the last delivery."""
+
+    first_report: float
+    replayed: float
+    released: float
+    delivered: float
+
+
+def _write_gateway_config(
+    tmp: Path, nr_key: str, nr_pub: Path, dc_key: str, dc_pub: Path
+) -> Path:
     path = tmp / "gateway.toml"
     path.write_text(
         f"""
@@ -71,6 +84,7 @@ tls = false
 maintenance = false
 
 [gateway.ports]
+KalshiNR = 0
 KalshiDC = 0
 
 [[account]]
@@ -98,119 +112,151 @@ exchange_index = {_INDEX}
     return path
 
 
-@attrs.frozen
-class _Phases:
-    """Seconds from the start of the recovery to: the first replayed report, the U2 (every
-    report received and offered), the release, the last delivery."""
+def _write_supervisor_config(
+    tmp: Path, nr: TestKey, nr_port: int, dc: TestKey, dc_port: int
+) -> Path:
+    # A maintenance weekday three days from today: the benchmark never waits for a window.
+    weekday = WEEKDAYS[(dt.date.today().weekday() + 3) % 7]
+    path = tmp / "supervisor.toml"
+    path.write_text(
+        f"""
+[session.{_ORDERS}]
+endpoint = "KalshiNR"
+host = "127.0.0.1"
+port = {nr_port}
+tls = false
+key_id = "{nr.key_id}"
+private_key = "{nr.private_key_path}"
+store_dir = "store"
 
-    first_report: float
-    replayed: float
-    released: float
-    delivered: float
+[session.{_DROP_COPY}]
+endpoint = "KalshiDC"
+host = "127.0.0.1"
+port = {dc_port}
+tls = false
+key_id = "{dc.key_id}"
+private_key = "{dc.private_key_path}"
+store_dir = "store"
+
+[supervisor]
+state_dir = "state"
+lock_dir = "locks"
+
+[supervisor.maintenance]
+weekday = "{weekday}"
+
+[supervisor.reconciliation]
+drop_copy_session = "{_DROP_COPY}"
+""",
+        encoding="utf-8",
+    )
+    return path
 
 
-async def _measure(executions: int, batch: int) -> _Phases:
+def _write_recovery_state(path: Path) -> None:
+    """The state a supervisor leaves behind when it stops with ``orders`` complete up to
+    ExecID ``0;0`` on index 0 a minute ago (inside the drop copy's lookback)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = dt.datetime.now(dt.timezone.utc).timestamp() - 60.0
+    state = {
+        "version": STATE_VERSION,
+        "saved": saved,
+        "marks": {_ORDERS: {str(_INDEX): "0;0"}},
+        "gaps": {},
+    }
+    path.write_text(json.dumps(state), encoding="utf-8")
+
+
+class _Clock(ObserverBase):
+    """Stamps the drop copy's traffic on the supervisor clock: the first replayed report, and
+    the U2 — seen after the reconciliation observer handled it (observers hear each message in
+    order), so every report before it has been ingested."""
+
+    def __init__(self, drop_copy: str) -> None:
+        self._dc = drop_copy
+        self.first_report: float | None = None
+        self.u2: float | None = None
+
+    def application_message(self, name: str, event: ApplicationMessage) -> None:
+        if name != self._dc:
+            return
+        mt = event.message.msg_type
+        if mt == b"8" and self.first_report is None:
+            self.first_report = self.clock()
+        elif mt == b"U2":
+            self.u2 = self.clock()
+
+
+async def _measure(executions: int) -> _Phases:
     with tempfile.TemporaryDirectory(prefix="kalshi-bench-reconcile-") as tmp_name:
         tmp = Path(tmp_name)
         nr = make_test_key("bench-reconcile-nr", tmp / "keys")
         dc = make_test_key("bench-reconcile-dc", tmp / "keys")
-        config = _write_config(tmp, nr.key_id, nr.public_key_path, dc.key_id, dc.public_key_path)
+        gateway_config = _write_gateway_config(
+            tmp, nr.key_id, nr.public_key_path, dc.key_id, dc.public_key_path
+        )
         args = python_module(
-            "ops.benchmarks._gateway", "--config", str(config),
+            "ops.benchmarks._gateway", "--config", str(gateway_config),
             "--preload-fills", str(executions), "--preload-key", nr.key_id,
             "--preload-ticker", _TICKER,
         )
-        async with spawn(args, ["PRELOADED", "KalshiDC"]) as gateway:
+        async with spawn(args, ["PRELOADED", "KalshiNR", "KalshiDC"]) as gateway:
             expected = int(gateway.ready["PRELOADED"])
             if expected != executions:
                 raise BenchmarkError(
                     f"the gateway preloaded {expected} executions, {executions} were asked for"
                 )
-            host, port = address(gateway.ready["KalshiDC"])
-            session_config = SessionConfig(
-                name="dropcopy", profile=get_profile("KalshiDC"), host=host, port=port,
-                key_id=dc.key_id, private_key=dc.private_key_path, tls=False,
-                store_dir=tmp / "store",
-            )
-            with ExecutionLedger.open(tmp / "ledger", _ACCOUNT) as ledger:
-                async with connect_session(session_config, signer=dc.signer) as session:
-                    await session.wait_logged_on()
-                    with trio.fail_after(_TIMEOUT):
-                        delivered, phases = await _recover(session, ledger, batch)
-    if delivered != expected:
-        raise BenchmarkError(
-            f"the application received {delivered} executions, the gateway generated {expected}"
+            _, nr_port = address(gateway.ready["KalshiNR"])
+            _, dc_port = address(gateway.ready["KalshiDC"])
+            config = _write_supervisor_config(tmp, nr, nr_port, dc, dc_port)
+            _write_recovery_state(tmp / "state" / _STATE_FILE)
+            with trio.fail_after(_TIMEOUT):
+                return await _recover(config, tmp / "state", expected)
+
+
+async def _recover(config: Path, state_dir: Path, expected: int) -> _Phases:
+    """Run the supervisor until the application consumed ``expected`` executions."""
+    with ExecutionLedger.open(state_dir, _ACCOUNT) as ledger:
+        stream = ExecutionStream(ledger)
+        recovery = RecoveryObserver(
+            stream, drop_copy=_DROP_COPY, state_path=state_dir / _STATE_FILE, indexes=(_INDEX,)
         )
-    return phases
+        stamps = _Clock(_DROP_COPY)
+        passes = recovery.reports.subscribe()
+        released: list[float] = []
+        recovery.on_pass.append(lambda report: released.append(stamps.clock()))
+        async with Supervisor(config, observers=[stream, recovery, stamps]) as sup:
+            # The application: the exactly-once iterator, acking each item by asking for the
+            # next one (and the last by one more ask).
+            consumer = stream.executions()
+            delivered = 0
+            while delivered < expected:
+                await consumer.__anext__()
+                delivered += 1
+            if consumer.next_nowait() is not None:
+                raise BenchmarkError("the application received more executions than generated")
+            done = sup.clock()
+            report = await passes.get()
+        if not report.complete or report.new != expected:
+            raise BenchmarkError(
+                f"the recovery pass was {'complete' if report.complete else 'incomplete'} with "
+                f"{report.new} new executions of {report.replayed} replayed; "
+                f"{expected} were expected"
+            )
+        if stamps.first_report is None or stamps.u2 is None or not released:
+            raise BenchmarkError("the drop copy's replay was not seen by the application's seam")
+        t0 = report.started
+        return _Phases(
+            stamps.first_report - t0, stamps.u2 - t0, released[0] - t0, done - t0
+        )
 
 
-async def _recover(
-    session: FixSession, ledger: ExecutionLedger, batch: int
-) -> tuple[int, _Phases]:
-    """Recover through the drop copy and deliver; returns the executions the application got
-    and when each phase ended."""
-    clock = time.perf_counter
-    t0 = clock()
-    first_report: float | None = None
-    ledger.hold()
-    resume = {_INDEX: None, **ledger.resume_points()}
-    recovery = RecoverySession(plan_recovery(resume, session.now(), None), session="dropcopy")
-    while not recovery.done:
-        request = recovery.next_request()
-        if request is None:
-            raise BenchmarkError("the recovery has nothing to send but is not done")
-        recovery.sent(session.send_app(b"U1", build_u1(request)))
-        pending: list[FixMessage] = []
-        while recovery.in_flight is not None:
-            event = await session.next_event()
-            if isinstance(event, SessionEnded):
-                raise BenchmarkError(f"the drop-copy session ended during the replay: {event}")
-            if not isinstance(event, ApplicationMessage):
-                continue
-            msg = event.message
-            mt = msg.msg_type
-            if mt == b"8":
-                if first_report is None:
-                    first_report = clock()
-                recovery.on_report(msg)
-                pending.append(msg)
-                if len(pending) >= batch:
-                    ledger.offer_many(pending, source="dropcopy", session="dropcopy")
-                    pending = []
-            elif mt in (b"U2", b"U3"):
-                if pending:
-                    ledger.offer_many(pending, source="dropcopy", session="dropcopy")
-                    pending = []
-                outcome = recovery.on_u2(msg) if mt == b"U2" else recovery.on_u3(msg)
-                if outcome is not None and outcome.kind is not OutcomeKind.COMPLETE:
-                    raise BenchmarkError(
-                        f"the drop-copy replay did not complete: {outcome.kind.value} "
-                        f"(reason {outcome.reason_code})"
-                    )
-    if not recovery.complete:
-        raise BenchmarkError("the drop-copy recovery ended incomplete")
-    replayed = clock()
-    ledger.release()
-    released = clock()
-    delivered = 0
-    cursor = ledger.cursor()
-    while cursor.next() is not None:
-        delivered += 1
-    done = clock()
-    phases = _Phases(
-        (first_report or replayed) - t0, replayed - t0, released - t0, done - t0
-    )
-    return delivered, phases
-
-
-def run(*, executions: int = EXECUTIONS, batch: int = BATCH) -> Iterable[Figure]:
+def run(*, executions: int = EXECUTIONS) -> Iterable[Figure]:
     """``reconcile_10k_s`` (seconds to recover and deliver ``executions`` missed executions;
     the name says the count when it is not 10k) and where that time went."""
-    p = trio.run(_measure, executions, batch)
+    p = trio.run(_measure, executions)
     name = "reconcile_10k_s" if executions == EXECUTIONS else f"reconcile_{executions}_s"
     yield (name, p.delivered, "s")
-    # Where the time went: the gateway rendering the replay before its first byte; receiving
-    # and offering the reports; the ledger's release; the application's exactly-once reads.
     yield ("reconcile_first_report_s", p.first_report, "s")
     yield ("reconcile_receive_s", p.replayed - p.first_report, "s")
     yield ("reconcile_release_s", p.released - p.replayed, "s")

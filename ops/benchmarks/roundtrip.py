@@ -1,43 +1,47 @@
 """Order round trip through the whole stack, against the floor measured in the same run.
 
-The stack: the supervision tree (:class:`supervisor.tree.Supervisor`, one ``KalshiNR`` session
-from a TOML file, its durable SQLite sequence store, the key lock) sends each NewOrderSingle
-through its :class:`~supervisor.observer.SessionHandle`; our session core encodes and stores
-it, the Trio driver writes it to TCP; the simulated gateway — **another process**
-(:mod:`ops.benchmarks._gateway`, i.e. ``kalshi-fix gateway --key KEY=PUB.pem --plain`` with the
-rate limiter's cost set to 0) — decodes it, runs it through its exchange model and answers; our
-driver reads, the core decodes and sequences the ExecutionReport and the tree hands it to an
-observer (the application's seam), which is where the answer counts. The order-entry component
-(``supervisor/orderentry.py``) had not landed when this was written, so the orders are sent
-through the session handle directly, with ClOrdIDs made here.
+The stack, application to application: the order-entry component
+(:class:`supervisor.orderentry.OrderEntry`: client-side rate limiter, kill-switch gate, own-order
+tracker, ``new_order``) sends each NewOrderSingle through the supervision tree
+(:class:`supervisor.tree.Supervisor`, one ``KalshiNR`` session from a TOML file, its durable
+SQLite sequence store, the key lock); our session core encodes and stores it, the Trio driver
+writes it to TCP; the simulated gateway — **another process** (:mod:`ops.benchmarks._gateway`,
+i.e. ``kalshi-fix gateway --key KEY=PUB.pem --plain`` with the exchange's rate-limit cost set to
+0) — decodes it, runs it through its exchange model and answers; our driver reads, the core
+decodes and sequences the ExecutionReport, the executions component
+(:class:`supervisor.streams.ExecutionStream`) offers it to the durable execution ledger and the
+tracker, and the application takes it from the exactly-once iterator — that is where the answer
+counts. The client-side rate limiter is given the Prestige tier at one token an order: it runs
+for every order but never holds one back (1,000 orders/s is beyond any tier's budget at
+Kalshi's 10 tokens a message, and the benchmark measures the stack, not the budget).
 
 Orders are one-lot GTC buys at 5¢: they rest and nothing trades. The gateway answers each with
 Kalshi's default pair of reports, pending (``150=A``) then acknowledged (``150=0``), written
-together; the first one is the answer that counts. Figures:
+together; the first one the application receives is the answer. Figures:
 
-* ``roundtrip_p50_us`` / ``roundtrip_p99_us``: NewOrderSingle → its first ExecutionReport, paced
-  at 1,000 orders/s on a fixed schedule (latency from just before ``send_app`` to the moment
-  the observer sees the report; ``time.perf_counter_ns``);
+* ``roundtrip_p50_us`` / ``roundtrip_p99_us``: ``new_order`` → the order's first
+  ExecutionReport out of the exactly-once iterator, paced at 1,000 orders/s on a fixed schedule
+  (latency from just before ``new_order`` is called; ``time.perf_counter_ns``). When the stack
+  cannot keep up with the pace, these include the backlog that builds up;
 * ``orders_per_s``: orders answered per second, unpaced with at most 100 unanswered;
 * ``roundtrip_vs_floor_p50`` (target ≤ 2) and ``orders_vs_floor`` (target ≥ 0.4): against the
   floor (:mod:`ops.benchmarks.floor`: a bare Trio socket echo between two processes, the same
-  message sizes — measured here on the real NewOrderSingle and report — pacing, counts and
-  window), measured in this run, its phases interleaved with the stack's so that load on the
-  machine hits both alike. :mod:`ops.benchmarks.floor` prints that floor measurement.
+  message sizes — the real NewOrderSingle and first report — pacing, counts and window),
+  measured in this run, its phases interleaved with the stack's so that load on the machine
+  hits both alike. :mod:`ops.benchmarks.floor` prints that floor measurement.
 
 Sequence: gateway up → supervisor up → warm-up (300 orders) → floor warm-up → stack paced
 → floor paced → stack windowed → floor windowed.
 
 Attribution (windowed phase, CPU time per order): ``roundtrip_client_cpu_us`` for this process
-(supervisor, session, driver, our side of TCP) and ``roundtrip_gateway_cpu_us`` for the gateway
-process (its sessions and the exchange model; ``/proc``, 10 ms ticks). On a two-core machine
-the two processes each want a core; anything else running shows up as queueing in the
-latencies.
+(components, supervisor, session, driver, our side of TCP) and ``roundtrip_gateway_cpu_us`` for
+the gateway process (its sessions and the exchange model; ``/proc``, 10 ms ticks). On a
+two-core machine the two processes each want a core; anything else running shows up as
+queueing in the latencies.
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import tempfile
 import time
@@ -49,11 +53,14 @@ import attrs
 import trio
 
 from sessions.codec import encode_message
-from sessions.events import ApplicationMessage
 from sessions.message import utc_timestamp
 from sessions.testing.keys import make_test_key
 from supervisor.config import WEEKDAYS
+from supervisor.ledger import ExecutionLedger
 from supervisor.observer import ObserverBase, SessionDown
+from supervisor.orderentry import OrderEntry
+from supervisor.ratelimit import RateLimiter
+from supervisor.streams import ExecutionStream
 from supervisor.tree import Supervisor
 
 from . import Figure
@@ -70,91 +77,79 @@ _PHASE_TIMEOUT = 120.0
 _START_TIMEOUT = 60.0
 
 
-class _Answers(ObserverBase):
-    """The application's seam: records the first ExecutionReport of each benchmark order."""
+class _Watch(ObserverBase):
+    """Notices when the benchmark session goes down (the phase then fails, not hangs)."""
 
     def __init__(self) -> None:
-        self.pending: dict[bytes, int] = {}
-        self.answered: collections.deque[int] = collections.deque()
-        self.problem: BenchmarkError | None = None
-        self.first_report_size = 0
-        self._lot = trio.lowlevel.ParkingLot()
-
-    def application_message(self, name: str, event: ApplicationMessage) -> None:
-        msg = event.message
-        mt = msg.msg_type
-        if mt == b"8":
-            i = self.pending.pop(msg.get(11) or b"", None)
-            if i is None:
-                return  # not a benchmark order, or not its first report
-            if msg.get(150) == b"8":
-                self._fail(f"the gateway rejected a benchmark order: {msg.get_str(58)!r}")
-            if not self.first_report_size:
-                self.first_report_size = len(msg.encode())
-            self.answered.append(i)
-            self._lot.unpark_all()
-        elif mt in (b"j", b"3"):
-            self._fail(f"the gateway refused a benchmark message (35={mt!r}): {msg.get_str(58)!r}")
+        self.problem: str | None = None
 
     def session_down(self, down: SessionDown) -> None:
-        why = down.ended or down.error
-        self._fail(f"the benchmark session went down ({down.kind.value}): {why}")
-
-    def _fail(self, text: str) -> None:
         if self.problem is None:
-            self.problem = BenchmarkError(text)
-        self._lot.unpark_all()
-
-    async def completions(self) -> AsyncIterator[int]:
-        while True:
-            while not self.answered:
-                if self.problem is not None:
-                    raise self.problem
-                await self._lot.park()
-            yield self.answered.popleft()
+            why = down.ended or down.error
+            self.problem = f"the benchmark session went down ({down.kind.value}): {why}"
 
 
-class _StackLink:
-    """Orders through the supervisor's session handle, answers through the observer."""
+class _AppLink:
+    """Orders through the order-entry component, answers through the executions stream's
+    exactly-once iterator — the application's two ends of the stack."""
 
-    def __init__(self, sup: Supervisor, answers: _Answers) -> None:
-        self._handle = sup.handle(_SESSION)
-        self._answers = answers
-        self._phase = 0
+    def __init__(self, orders: OrderEntry, executions: ExecutionStream, watch: _Watch) -> None:
+        self._orders = orders
+        self._consumer = executions.executions()
+        self._watch = watch
+        self._pending: dict[bytes, int] = {}
         self._base = ""
         self.last_seq = 0
-
-    def fields(self, cl: bytes) -> list[tuple[int, bytes]]:
-        return [
-            (11, cl), (38, b"1"), (40, b"2"), (44, b"5"), (54, b"1"), (55, SYMBOL.encode()),
-            (59, b"1"),
-        ]
+        self.first_report_size = 0
 
     async def _send(self, i: int) -> None:
-        # A UUID-sized ClOrdID, as real clients send.
-        cl = f"{self._base}{i:012d}".encode()
-        self._answers.pending[cl] = i
-        self.last_seq = self._handle.send_app(b"D", self.fields(cl))
+        # UUID-sized ClOrdIDs, as the component makes them, but known here in advance.
+        cl = f"{self._base}{i:012d}"
+        self._pending[cl.encode()] = i
+        ticket = await self._orders.new_order(SYMBOL, "buy", 1, 5, tif="1", cl_ord_id=cl)
+        self.last_seq = ticket.seq_num
+
+    async def _completions(self) -> AsyncIterator[int]:
+        while True:
+            item = await self._consumer.__anext__()  # acknowledges the previous item
+            msg = item.message
+            i = self._pending.pop(msg.get(11) or b"", None)
+            if i is None:
+                continue  # not the order's first report
+            if msg.get(150) == b"8":
+                raise BenchmarkError(f"the gateway rejected a benchmark order: {msg.get_str(58)!r}")
+            if not self.first_report_size:
+                self.first_report_size = len(msg.encode())
+            yield i
 
     async def run(
         self, count: int, *, rate: float | None = None, window: int | None = None
     ) -> LoadResult:
-        self._phase += 1
         self._base = str(uuid.uuid4())[:24]
-        with trio.fail_after(_PHASE_TIMEOUT + count / 100):
-            return await drive(
-                self._send, self._answers.completions, count, rate=rate, window=window
-            )
+        limit = _PHASE_TIMEOUT + count / 100
+        with trio.move_on_after(limit) as scope:
+            return await drive(self._send, self._completions, count, rate=rate, window=window)
+        assert scope.cancelled_caught
+        refusals = [e for e in self._orders.events.subscribe().pending()]
+        raise BenchmarkError(
+            f"{len(self._pending)} benchmark orders unanswered after {limit:g} s; "
+            f"{self._watch.problem or 'the session stayed up'}; order-entry events: "
+            f"{refusals[-3:]!r}"
+        )
 
 
-def _order_size(link: _StackLink, key_id: str) -> int:
-    """Bytes of one benchmark NewOrderSingle on the wire (the core's header: 49, 56, 34, 52;
-    a MsgSeqNum of the measured phases' width)."""
+def _order_size(link: _AppLink, key_id: str) -> int:
+    """Bytes of one benchmark NewOrderSingle on the wire (the core's header: 49, 56, 34, 52,
+    and the component's body)."""
     header = [
         (49, key_id.encode()), (56, b"KalshiNR"), (34, str(link.last_seq).encode()),
         (52, utc_timestamp(time.time())),
     ]
-    return len(encode_message(b"D", header, link.fields(b"0" * 36)))
+    body = [
+        (11, b"0" * 36), (38, b"1"), (40, b"2"), (44, b"5"), (54, b"1"), (55, SYMBOL.encode()),
+        (59, b"1"),
+    ]
+    return len(encode_message(b"D", header, body))
 
 
 def _write_config(tmp: Path, port: int, key_id: str, private_key: Path) -> Path:
@@ -198,7 +193,7 @@ class _Result:
 
 
 async def _measure(
-    orders: int, rate: float, throughput_orders: int, window: int, warmup: int
+    orders_count: int, rate: float, throughput_orders: int, window: int, warmup: int
 ) -> _Result:
     with tempfile.TemporaryDirectory(prefix="kalshi-bench-roundtrip-") as tmp_name:
         tmp = Path(tmp_name)
@@ -210,22 +205,27 @@ async def _measure(
         async with spawn(args, ["KalshiNR"]) as gateway:
             _, port = address(gateway.ready["KalshiNR"])
             config = _write_config(tmp, port, key.key_id, key.private_key_path)
-            answers = _Answers()
-            async with Supervisor(config, observers=[answers]) as sup:
-                with trio.fail_after(_START_TIMEOUT):
-                    await sup.handle(_SESSION).wait_active()
-                link = _StackLink(sup, answers)
-                await link.run(warmup, window=window)
-                request_size = _order_size(link, key.key_id)
-                response_size = answers.first_report_size
-                async with floor_mod.open_floor(request_size, response_size) as floor_link:
-                    await floor_link.run(warmup, window=window)
-                    paced = await link.run(orders, rate=rate)
-                    floor_paced = await floor_link.run(orders, rate=rate)
-                    gw0, cpu0 = cpu_seconds(gateway.process.pid), time.process_time()
-                    windowed = await link.run(throughput_orders, window=window)
-                    gw1, cpu1 = cpu_seconds(gateway.process.pid), time.process_time()
-                    floor_windowed = await floor_link.run(throughput_orders, window=window)
+            with ExecutionLedger.open(tmp / "state", "bench") as ledger:
+                executions = ExecutionStream(ledger)
+                # Prestige, one token an order: the limiter runs for every order but never
+                # holds one back (1,000 orders/s is beyond any tier's 10-token budget).
+                orders = OrderEntry(executions, limiter=RateLimiter("Prestige", cost=1))
+                watch = _Watch()
+                async with Supervisor(config, observers=[executions, orders, watch]) as sup:
+                    with trio.fail_after(_START_TIMEOUT):
+                        await sup.handle(_SESSION).wait_active()
+                    link = _AppLink(orders, executions, watch)
+                    await link.run(warmup, window=window)
+                    request_size = _order_size(link, key.key_id)
+                    response_size = link.first_report_size
+                    async with floor_mod.open_floor(request_size, response_size) as floor_link:
+                        await floor_link.run(warmup, window=window)
+                        paced = await link.run(orders_count, rate=rate)
+                        floor_paced = await floor_link.run(orders_count, rate=rate)
+                        gw0, cpu0 = cpu_seconds(gateway.process.pid), time.process_time()
+                        windowed = await link.run(throughput_orders, window=window)
+                        gw1, cpu1 = cpu_seconds(gateway.process.pid), time.process_time()
+                        floor_windowed = await floor_link.run(throughput_orders, window=window)
     return _Result(
         paced,
         windowed,

@@ -87,7 +87,7 @@ def test_floor_alone_measures_itself(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_reconcile_recovers_and_delivers_every_missed_execution() -> None:
     # The benchmark raises unless the application received exactly the preloaded executions.
-    got = printed(list(reconcile.run(executions=120, batch=50)))
+    got = printed(list(reconcile.run(executions=120)))
     assert_figures(got, {
         "reconcile_120_s": "s",
         "reconcile_first_report_s": "s",
