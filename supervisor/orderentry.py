@@ -63,7 +63,7 @@ import trio
 from sessions.events import ApplicationMessage, LoggedOn
 from sessions.message import FixMessage, Value, to_bytes
 
-from .errors import SupervisorError
+from .errors import ChildStopped, SupervisorError
 from .killswitch import TradingGate
 from .observer import ObserverBase, SessionDown, SessionHandle, SessionNotActive, Spawn
 from .orders import (
@@ -831,7 +831,13 @@ class OrderEntry(ObserverBase):
         exposure = req.msg_type in ("D", "G")
         try:
             while True:
-                await handle.wait_active()
+                try:
+                    await handle.wait_active()
+                except ChildStopped as e:
+                    self._not_received(cl, req.msg_type, f"{reason}; not resent: {e}")
+                    return
+                except SessionNotActive:
+                    return  # the supervisor is shutting down
                 try:
                     if exposure:
                         self.gate.check("retry of an ambiguous request")

@@ -76,7 +76,7 @@ import trio
 from sessions.events import ApplicationMessage, LoggedOn, SequenceGap
 from sessions.message import FixMessage
 
-from .errors import SupervisorError
+from .errors import ChildStopped, SupervisorError
 from .execid import ExecId, ExecIdError
 from .observer import ObserverBase, SessionDown, SessionHandle, SessionNotActive, Spawn
 from .reconcile import (
@@ -95,6 +95,7 @@ from .streams import ExecutionStream, Fanout
 
 __all__ = [
     "RecoveryAbandoned",
+    "RecoveryUnavailable",
     "RecoveryObserver",
     "RecoveryReport",
     "RecoveryStateError",
@@ -131,6 +132,24 @@ class RecoveryAbandoned:
 
 
 @attrs.frozen
+class RecoveryUnavailable:
+    """The drop-copy session stopped for good (the tree will not restart it): no gap is
+    recovered from now on until the supervisor is restarted with a working drop copy."""
+
+    session: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        """A sentence an operator can act on."""
+        return (
+            f"{self.session}: the drop-copy session stopped ({self.reason}); executions missed "
+            "in gaps are no longer recovered — fix the session and restart the supervisor "
+            "(the next start recovers from the persisted resume points)"
+        )
+
+
+@attrs.frozen
 class RecoveryReport:
     """The result of one recovery pass.
 
@@ -148,7 +167,7 @@ class RecoveryReport:
     reasons: tuple[str, ...]
     requests: tuple[U1Request, ...]
     outcomes: tuple[RecoveryOutcome, ...]
-    alerts: tuple[Alert | RecoveryAbandoned, ...]
+    alerts: tuple[Alert | RecoveryAbandoned | RecoveryUnavailable, ...]
     replayed: int
     new: int
 
@@ -213,7 +232,9 @@ class RecoveryObserver(ObserverBase):
         self.refresh_interval = refresh_interval
         self.save_interval = save_interval
         #: Operator alerts (GapTooOld, ReplayNotAvailable, ReplayCountMismatch, RecoveryAbandoned).
-        self.alerts: Fanout[Alert | RecoveryAbandoned] = Fanout(history=100)
+        self.alerts: Fanout[Alert | RecoveryAbandoned | RecoveryUnavailable] = Fanout(
+            history=100
+        )
         #: One report per finished pass.
         self.reports: Fanout[RecoveryReport] = Fanout(history=20)
         #: Synchronous callbacks run after each pass (before :attr:`reports` readers wake).
@@ -239,6 +260,7 @@ class RecoveryObserver(ObserverBase):
         self._pass_id = 0
         self._last_outcome: RecoveryOutcome | None = None
         self._dc_dropped = False
+        self._dead: RecoveryUnavailable | None = None
         self._attached_at: float | None = None
         self._running = False
         self._idle = trio.Event()
@@ -436,6 +458,8 @@ class RecoveryObserver(ObserverBase):
         self._wake.set()
 
     def _pass_needed(self) -> bool:
+        if self._dead is not None:
+            return False
         if self._wanted:
             return True
         return any(g.up for g in self._gaps.values())
@@ -471,8 +495,12 @@ class RecoveryObserver(ObserverBase):
             self._running = True
             try:
                 abandoned = await self._one_pass(dc)
+            except SessionNotActive:
+                return  # the supervisor is shutting down
             finally:
                 self._running = False
+            if self._dead is not None:
+                return
             if abandoned:
                 # Give the drop copy time before the next try; live reports flow meanwhile.
                 await trio.sleep(self.backoff_max)
@@ -535,7 +563,14 @@ class RecoveryObserver(ObserverBase):
                     alerts.append(abandoned)
                     self.alerts.publish(abandoned)
                     break
-                await dc.wait_active()
+                try:
+                    await dc.wait_active()
+                except ChildStopped as e:
+                    dead = RecoveryUnavailable(self.drop_copy, e.explanation)
+                    self._dead = dead
+                    alerts.append(dead)
+                    self.alerts.publish(dead)
+                    break
                 if self._last_u1 is not None:
                     wait = self._last_u1 + self.min_interval - self.clock()
                     if wait > 0:
@@ -585,8 +620,10 @@ class RecoveryObserver(ObserverBase):
         finally:
             self._rs = None
         finished = self.clock()
-        complete = abandoned is None and rs.complete
-        self._finish_pass(rs, covered, complete=complete, abandoned=abandoned is not None)
+        complete = abandoned is None and self._dead is None and rs.complete
+        self._finish_pass(
+            rs, covered, complete=complete, abandoned=abandoned is not None or not rs.done
+        )
         self.executions.release()
         self._last_pass_end = finished
         self._save(finished)
