@@ -8,10 +8,11 @@ that was down meanwhile: its recovery state (written here in the reconciliation 
 format) says the ``orders`` session had received everything up to ExecID ``0;0``, and its
 execution ledger is empty.
 
-The stack (all landed components): :class:`supervisor.tree.Supervisor` with the two sessions
-(``orders`` on KalshiNR, ``dropcopy`` on KalshiDC), the executions component
-(:class:`supervisor.streams.ExecutionStream` over :class:`supervisor.ledger.ExecutionLedger`)
-and the reconciliation observer (:class:`supervisor.recovery.RecoveryObserver`). On start the
+The stack: :class:`supervisor.tree.Supervisor` with the two sessions (``orders`` on KalshiNR,
+``dropcopy`` on KalshiDC) and the components of :meth:`supervisor.app.Components.build` —
+among them the executions component (:class:`supervisor.streams.ExecutionStream` over
+:class:`supervisor.ledger.ExecutionLedger`) and the reconciliation observer
+(:class:`supervisor.recovery.RecoveryObserver`), exactly as an application runs them. On start the
 observer opens a gap for ``orders`` (the process was down); once ``orders`` is back up and the
 drop copy is up it holds the ledger and runs a pass: EventResendRequest (U1) from the mark, the
 10,000 ExecutionReports come back over TCP through our session core and are ingested, the U2
@@ -40,11 +41,10 @@ import trio
 
 from sessions.events import ApplicationMessage
 from sessions.testing.keys import TestKey, make_test_key
-from supervisor.config import WEEKDAYS
-from supervisor.ledger import ExecutionLedger
+from supervisor.app import RECOVERY_STATE_FILE, Components
+from supervisor.config import WEEKDAYS, load_supervisor_config
 from supervisor.observer import ObserverBase
-from supervisor.recovery import STATE_VERSION, RecoveryObserver
-from supervisor.streams import ExecutionStream
+from supervisor.recovery import STATE_VERSION
 from supervisor.tree import Supervisor
 
 from . import Figure
@@ -53,12 +53,11 @@ from ._procs import BenchmarkError, address, python_module, spawn
 __all__ = ["run"]
 
 EXECUTIONS = 10_000
-_ACCOUNT = "BENCH-ACCT"
+_ACCOUNT = "BENCH-ACCT"  # the gateway's account (the ledger is named by the supervisor)
 _TICKER = "KXHIGHNY-26JUL14-B85"
 _INDEX = 0
 _ORDERS = "orders"
 _DROP_COPY = "dropcopy"
-_STATE_FILE = "recovery-state.json"
 _TIMEOUT = 300.0
 
 
@@ -209,23 +208,25 @@ async def _measure(executions: int) -> _Phases:
             _, nr_port = address(gateway.ready["KalshiNR"])
             _, dc_port = address(gateway.ready["KalshiDC"])
             config = _write_supervisor_config(tmp, nr, nr_port, dc, dc_port)
-            _write_recovery_state(tmp / "state" / _STATE_FILE)
+            _write_recovery_state(tmp / "state" / RECOVERY_STATE_FILE)
             with trio.fail_after(_TIMEOUT):
-                return await _recover(config, tmp / "state", expected)
+                return await _recover(config, expected)
 
 
-async def _recover(config: Path, state_dir: Path, expected: int) -> _Phases:
+async def _recover(config: Path, expected: int) -> _Phases:
     """Run the supervisor until the application consumed ``expected`` executions."""
-    with ExecutionLedger.open(state_dir, _ACCOUNT) as ledger:
-        stream = ExecutionStream(ledger)
-        recovery = RecoveryObserver(
-            stream, drop_copy=_DROP_COPY, state_path=state_dir / _STATE_FILE, indexes=(_INDEX,)
-        )
+    cfg, sup_cfg = load_supervisor_config(config)
+    app = Components.build(cfg, sup_cfg, indexes=(_INDEX,))
+    try:
+        recovery = app.recovery
+        if recovery is None:
+            raise BenchmarkError("the configuration built no reconciliation observer")
+        stream = app.executions
         stamps = _Clock(_DROP_COPY)
         passes = recovery.reports.subscribe()
         released: list[float] = []
         recovery.on_pass.append(lambda report: released.append(stamps.clock()))
-        async with Supervisor(config, observers=[stream, recovery, stamps]) as sup:
+        async with Supervisor((cfg, sup_cfg), observers=[*app.observers, stamps]) as sup:
             # The application: the exactly-once iterator, acking each item by asking for the
             # next one (and the last by one more ask).
             consumer = stream.executions()
@@ -249,6 +250,8 @@ async def _recover(config: Path, state_dir: Path, expected: int) -> _Phases:
         return _Phases(
             stamps.first_report - t0, stamps.u2 - t0, released[0] - t0, done - t0
         )
+    finally:
+        app.close()
 
 
 def run(*, executions: int = EXECUTIONS) -> Iterable[Figure]:

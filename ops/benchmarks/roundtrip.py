@@ -1,8 +1,9 @@
 """Order round trip through the whole stack, against the floor measured in the same run.
 
-The stack, application to application: the order-entry component
-(:class:`supervisor.orderentry.OrderEntry`: client-side rate limiter, kill-switch gate, own-order
-tracker, ``new_order``) sends each NewOrderSingle through the supervision tree
+The stack, application to application, as :meth:`supervisor.app.Components.build` wires it:
+the order-entry component (:class:`supervisor.orderentry.OrderEntry`: client-side rate limiter,
+kill-switch gate, own-order tracker, ``new_order``) sends each NewOrderSingle through the
+supervision tree
 (:class:`supervisor.tree.Supervisor`, one ``KalshiNR`` session from a TOML file, its durable
 SQLite sequence store, the key lock); our session core encodes and stores it, the Trio driver
 writes it to TCP; the simulated gateway — **another process** (:mod:`ops.benchmarks._gateway`,
@@ -55,8 +56,8 @@ import trio
 from sessions.codec import encode_message
 from sessions.message import utc_timestamp
 from sessions.testing.keys import make_test_key
-from supervisor.config import WEEKDAYS
-from supervisor.ledger import ExecutionLedger
+from supervisor.app import Components
+from supervisor.config import WEEKDAYS, load_supervisor_config
 from supervisor.observer import ObserverBase, SessionDown
 from supervisor.orderentry import OrderEntry
 from supervisor.ratelimit import RateLimiter
@@ -205,16 +206,18 @@ async def _measure(
         async with spawn(args, ["KalshiNR"]) as gateway:
             _, port = address(gateway.ready["KalshiNR"])
             config = _write_config(tmp, port, key.key_id, key.private_key_path)
-            with ExecutionLedger.open(tmp / "state", "bench") as ledger:
-                executions = ExecutionStream(ledger)
-                # Prestige, one token an order: the limiter runs for every order but never
-                # holds one back (1,000 orders/s is beyond any tier's 10-token budget).
-                orders = OrderEntry(executions, limiter=RateLimiter("Prestige", cost=1))
-                watch = _Watch()
-                async with Supervisor(config, observers=[executions, orders, watch]) as sup:
+            cfg, sup_cfg = load_supervisor_config(config)
+            app = Components.build(cfg, sup_cfg, tier="Prestige")
+            # One token an order: the limiter runs for every order but never holds one back
+            # (1,000 orders/s is beyond any tier's budget at 10 tokens a message).
+            app.orders.limiter = RateLimiter("Prestige", cost=1)
+            watch = _Watch()
+            try:
+                observers = [*app.observers, watch]
+                async with Supervisor((cfg, sup_cfg), observers=observers) as sup:
                     with trio.fail_after(_START_TIMEOUT):
                         await sup.handle(_SESSION).wait_active()
-                    link = _AppLink(orders, executions, watch)
+                    link = _AppLink(app.orders, app.executions, watch)
                     await link.run(warmup, window=window)
                     request_size = _order_size(link, key.key_id)
                     response_size = link.first_report_size
@@ -226,6 +229,8 @@ async def _measure(
                         windowed = await link.run(throughput_orders, window=window)
                         gw1, cpu1 = cpu_seconds(gateway.process.pid), time.process_time()
                         floor_windowed = await floor_link.run(throughput_orders, window=window)
+            finally:
+                app.close()
     return _Result(
         paced,
         windowed,
