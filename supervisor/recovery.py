@@ -106,6 +106,8 @@ log = logging.getLogger(__name__)
 
 #: Version of the JSON state file.
 STATE_VERSION = 1
+# Replayed reports offered to the ledger per transaction.
+_REPLAY_BATCH = 500
 
 
 class RecoveryStateError(SupervisorError):
@@ -251,6 +253,7 @@ class RecoveryObserver(ObserverBase):
         self._answer = trio.Event()
         self._rs: RecoverySession | None = None
         self._replay_max: dict[int, ExecId] = {}
+        self._replay_buffer: list[FixMessage] = []
         self._replayed = 0
         self._new = 0
         self._last_u1: float | None = None
@@ -368,6 +371,7 @@ class RecoveryObserver(ObserverBase):
     def session_down(self, down: SessionDown) -> None:
         name = down.name
         if name == self.drop_copy:
+            self._flush_replay()
             self._dc_dropped = True
             self._answer.set()  # a request in flight is lost with the connection
             return
@@ -418,6 +422,12 @@ class RecoveryObserver(ObserverBase):
             self._dirty = True
             self._save(self.clock(), lazy=True)
 
+    def _flush_replay(self) -> None:
+        """Offer the buffered replayed reports in one ledger transaction."""
+        if self._replay_buffer:
+            batch, self._replay_buffer = self._replay_buffer, []
+            self._new += self.executions.ingest(batch, source="dropcopy", session=self.drop_copy)
+
     def _on_drop_copy(self, msg: FixMessage, mt: bytes | None) -> None:
         rs = self._rs
         if mt == b"8":
@@ -427,8 +437,13 @@ class RecoveryObserver(ObserverBase):
                 if e is not None:
                     self._replay_max[e.index] = _max(self._replay_max.get(e.index), e)
             self._replayed += 1
-            self._new += self.executions.ingest((msg,), source="dropcopy", session=self.drop_copy)
+            # Replays are ingested in batches (one ledger transaction each): the ledger holds
+            # during a pass anyway, so nothing is delivered later than it would be.
+            self._replay_buffer.append(msg)
+            if rs is None or len(self._replay_buffer) >= _REPLAY_BATCH:
+                self._flush_replay()
             return
+        self._flush_replay()
         if rs is None:
             return
         outcome: RecoveryOutcome | None = None
@@ -619,6 +634,7 @@ class RecoveryObserver(ObserverBase):
                     failures += 1
         finally:
             self._rs = None
+            self._flush_replay()
         finished = self.clock()
         complete = abandoned is None and self._dead is None and rs.complete
         self._finish_pass(

@@ -223,6 +223,9 @@ class ExecutionStream(ObserverBase):
         # (e.g. a hold that survived the restart) are applied when they are released.
         self._apply_to_tracker(ledger.history())
         self._applied_through = ledger.last_delivery_id
+        # A hold that survived a restart has reports staged before it that this tracker never
+        # saw; reports staged from now on are applied as they are ingested.
+        self._staged_unapplied = ledger.holding
         if journal is not None:
             sync_ledger(journal, ledger)
             drain_to_journal(ledger, journal)
@@ -291,7 +294,11 @@ class ExecutionStream(ObserverBase):
     def release(self) -> int:
         """Release what arrived during the hold (merged in per-order ExecID order)."""
         n = self.ledger.release()
-        self._apply_released()
+        if self._staged_unapplied:
+            self._staged_unapplied = False
+            self._apply_released()
+        else:
+            self._applied_through = self.ledger.last_delivery_id
         self._after_change(self.clock())
         return n
 
