@@ -360,6 +360,8 @@ class OrderEntry(ObserverBase):
                     self._amb[cl] = _Ambiguity(self.clock(), "exchange_unavailable", name)
                     if self.recovery is not None:
                         self.recovery.request_pass(f"EXCHANGE_UNAVAILABLE for {cl}")
+            elif self._amb:
+                self._settle_known()
             return
         if mt == b"r":
             cl = msg.get_str(11)
@@ -757,7 +759,22 @@ class OrderEntry(ObserverBase):
             return "later"  # the replay may have run before the exchange saw the request
         return "yes"
 
+    def _settle_known(self) -> None:
+        """Announce ambiguous requests a real report has since mentioned (live or replayed):
+        the tracker ended their ambiguity when it applied the report."""
+        still = {a.cl_ord_id for a in self.tracker.ambiguous()}
+        for cl in [c for c in self._amb if c not in still and c not in self._resending]:
+            del self._amb[cl]
+            req = self._requests.get(cl)
+            self.events.publish(
+                AmbiguityResolved(
+                    cl, "known", "the exchange reported it", self.tracker.get(cl),
+                    req.msg_type if req is not None else None,
+                )
+            )
+
     def _on_pass(self, report: RecoveryReport) -> None:
+        self._settle_known()
         later = False
         for amb in self.tracker.ambiguous():
             cl = amb.cl_ord_id
