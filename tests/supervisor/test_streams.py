@@ -1,0 +1,256 @@
+"""Fan-out, the executions stream (exactly-once consumption, one consumer, bad reports, tracker
+rebuilt after a restart, journal mode), settlement reassembly and status events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from test_exactly_once import (
+    MKT0,
+    MKT2,
+    Child,
+    RigFactory,
+    open_rig,
+    rigs,  # noqa: F401 - fixture
+    running,
+)
+
+from sessions.events import ApplicationMessage
+from sessions.message import FixMessage
+from sessions.testing.exchange import ExchangeConfig
+from supervisor.journal import JournalWriter
+from supervisor.ledger import ExecutionLedger
+from supervisor.observer import ChildState, StatusEvent
+from supervisor.streams import (
+    ConsumerBusy,
+    ExecutionStream,
+    Fanout,
+    SettlementStream,
+    StatusStream,
+)
+
+T0 = 1_900_000_000.0
+
+
+def er(exec_id: str, *, cl: str = "c1", order_id: str = "O1", cum: str = "1.00",
+       exec_type: str = "F") -> FixMessage:
+    return FixMessage([
+        (35, "8"), (37, order_id), (11, cl), (17, exec_id), (150, exec_type), (39, "1"),
+        (54, "1"), (55, MKT0), (38, "10.00"), (14, cum), (151, "9.00"), (6, "0.5000"),
+        (31, "0.5000"), (32, "1.00"),
+    ])
+
+
+# ----------------------------------------------------------------------------- fan-out
+
+
+async def test_fanout_gives_every_subscriber_its_own_queue() -> None:
+    f: Fanout[int] = Fanout(history=2)
+    a = f.subscribe()
+    b = f.subscribe(maxlen=2)
+    for i in range(4):
+        f.publish(i)
+    assert a.pending() == [0, 1, 2, 3]
+    assert b.pending() == [2, 3] and b.dropped == 2
+    assert list(f.history) == [2, 3]
+    late = f.subscribe()
+    assert late.get_nowait() is None  # no replay of what came before
+    f.publish(9)
+    assert await late.get() == 9
+    b.close()
+    assert f.subscriber_count == 2
+    got = []
+
+    async def reader() -> None:
+        async for item in a:
+            got.append(item)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.sleep(0)
+        f.publish(10)
+        await trio.sleep(0)
+        a.close()
+    assert got == [9, 10]
+
+
+# ----------------------------------------------------------------------------- executions
+
+
+def stream(tmp: Path, **kw: Any) -> ExecutionStream:
+    return ExecutionStream(ExecutionLedger.open(tmp, "acct", now=T0), clock=lambda: T0, **kw)
+
+
+async def test_exactly_once_consumer_acks_on_next_and_is_alone(tmp_path: Path) -> None:
+    s = stream(tmp_path)
+    live = s.subscribe()
+    s.application_message("x", ApplicationMessage(er("1;1"), 5))  # no handles: taken as live
+    s.ingest([er("1;1"), er("1;2", cum="2.00")], source="dropcopy", session="dc")
+    it = s.executions()
+    with pytest.raises(ConsumerBusy, match="one acknowledgement pointer"):
+        s.executions()
+    first = await it.__anext__()
+    assert str(first.exec_id) == "1;1" and first.source == "live"
+    it.close()  # as if the process died while processing 1;1: it was not acknowledged
+    again = s.executions()
+    assert [str(i.exec_id) for i in (await again.__anext__(), await again.__anext__())] == [
+        "1;1", "1;2"
+    ]
+    assert again.next_nowait() is None  # acknowledges 1;2
+    assert s.undelivered == 0
+    assert [str(i.exec_id) for i in live.pending()] == ["1;1", "1;1", "1;2"]
+    s.ledger.close()
+
+
+async def test_a_malformed_report_is_reported_not_delivered_and_the_rest_goes_on(
+    tmp_path: Path,
+) -> None:
+    s = stream(tmp_path)
+    problems = s.problems.subscribe()
+    bad = er("not-an-exec-id")
+    assert s.ingest([er("2;1"), bad, er("2;2", cum="2.00")], source="live", session="nr") == 2
+    (p,) = problems.pending()
+    assert p.message is bad and "ExecID" in p.reason and p.session == "nr"
+    it = s.executions()
+    assert [str(it.next_nowait().exec_id) for _ in range(2)] == ["2;1", "2;2"]
+    assert it.next_nowait() is None
+    s.ledger.close()
+
+
+async def test_tracker_is_rebuilt_from_the_ledger_after_a_restart(tmp_path: Path) -> None:
+    s = stream(tmp_path)
+    s.ingest([er("3;1"), er("3;2", cum="2.00")], source="live", session="nr")
+    s.hold()
+    s.ingest([er("3;3", cum="3.00")], source="live", session="nr")  # staged when it "crashes"
+    s.ledger.close()
+    s2 = stream(tmp_path)
+    assert s2.tracker.get("c1").cum_qty == 2  # what was released before
+    s2.release()
+    assert s2.tracker.get("c1").cum_qty == 3  # the staged report, applied on release
+    s2.ledger.close()
+
+
+async def test_journal_mode_writes_first_then_acks_and_refuses_a_second_consumer(
+    tmp_path: Path,
+) -> None:
+    journal = JournalWriter.open(tmp_path / "executions.jsonl", fsync="never")
+    s = stream(tmp_path, journal=journal)
+    copy = s.subscribe()
+    s.ingest([er("4;1"), er("4;2", cum="2.00")], source="live", session="nr")
+    lines = [json.loads(x) for x in (tmp_path / "executions.jsonl").read_text().splitlines()]
+    assert [x["exec_id"] for x in lines] == ["4;1", "4;2"]
+    assert lines[1]["cum_qty"] == "2.00" and lines[1]["session"] == "nr"
+    assert s.undelivered == 0  # acked once journalled
+    assert [str(i.exec_id) for i in copy.pending()] == ["4;1", "4;2"]
+    with pytest.raises(ConsumerBusy, match="consumed by the journal"):
+        s.executions()
+    journal.close()
+    s.ledger.close()
+
+
+async def test_standalone_components_journal_every_execution(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
+    gw = rigs.gateway()
+    state = rigs.tmp_path / "state"
+    async with running(gw), open_rig(gw, rigs.keys, state, consume=False, journal=True) as rig:
+        await rig.nr().wait_active()
+        await rig.order_entry.new_order(MKT0, "buy", 2, 60)
+        t = await rig.order_entry.new_order(MKT2, "buy", 2, 50)
+        assert await rig.settle()
+        gw.inject("drop:endpoint=KalshiNR")
+        await trio.sleep(0.1)
+        gw.add_liquidity(MKT2, "sell", 50, 2)
+        assert await rig.settle()
+    lines = [json.loads(x) for x in (state / "executions.jsonl").read_text().splitlines()]
+    journaled = [x["exec_id"] for x in lines if x["exec_id"] != "-1;-1"]
+    assert sorted(journaled) == sorted(r.exec_id for r in gw.ground_truth("ACCT-1"))
+    assert len(journaled) == len(set(journaled))
+    assert any(x["cl_ord_id"] == t.cl_ord_id and x["source"] == "dropcopy" for x in lines)
+
+
+# ----------------------------------------------------------------------------- settlement
+
+
+def ums(report_id: str, symbol: str, last: str | None, *parties: str, total: int | None = None) -> FixMessage:
+    pairs: list[tuple[int, Any]] = [(35, "UMS"), (20105, report_id), (55, symbol), (715, "20260714")]
+    if total is not None:
+        pairs.append((20106, total))
+    pairs += [(20107, "yes"), (730, "100.00")]
+    if last is not None:
+        pairs.append((893, last))
+    pairs.append((20108, len(parties)))
+    for p in parties:
+        pairs += [(20109, p), (20110, 24), (704, "3.00"), (705, "0.00"), (1703, 1),
+                  (1704, "3.00"), (1705, "PAYOUT"), (136, 1), (137, "0.00"), (138, "USD"),
+                  (139, 4), (891, 0)]
+    return FixMessage(pairs)
+
+
+def test_settlement_pages_reassembled_by_symbol_once_each() -> None:
+    s = SettlementStream()
+    sub = s.subscribe()
+    assert s.offer(ums("r1", "A", "N", "p1")) is None
+    assert s.offer(ums("b1", "B", None, "q1")) is not None  # no 893: a single page
+    assert s.offer(ums("r1", "A", "N", "p1")) is None  # a repeated page counts once
+    done = s.offer(ums("r2", "A", "Y", "p2"))
+    assert done is not None and done.complete
+    assert done.report_ids == ("r1", "r2") and [p["party_id"] for p in done.parties] == ["p1", "p2"]
+    assert done.parties[0]["collateral"] == [("3.00", "PAYOUT")]
+    assert done.parties[0]["fees"] == [("0.00", "4")]
+    assert done.result == "yes" and str(done.settlement_price) == "100.00"
+    assert [x.symbol for x in sub.pending()] == ["B", "A"]
+    # 20106 says how many pages: complete without a final 893=Y as well.
+    assert s.offer(ums("c1", "C", "N", "x", total=2)) is None
+    assert s.offer(ums("c2", "C", "N", "y", total=2)) is not None
+    assert s.offer(ums("d1", "D", "N", "z")) is None
+    (partial,) = s.flush()
+    assert partial.symbol == "D" and not partial.complete
+
+
+async def test_settlement_reports_from_the_post_trade_session(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
+    gw = rigs.gateway(exchange=ExchangeConfig(settlement_parties_per_report=1))
+    children = {"orders": Child("KalshiNR", "nr"), "dropcopy": Child("KalshiDC", "dc"),
+                "posttrade": Child("KalshiPT", "pt")}
+    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=children) as rig:
+        for name in children:
+            await rig.handle(name).wait_active()
+        sub = rig.app.settlements.subscribe()
+        await rig.order_entry.new_order(MKT0, "buy", 2, 60)
+        await rig.order_entry.new_order(MKT0, "buy", 1, 60, extra=[(79, 1)])  # subaccount 1
+        assert await rig.settle()
+        gw.settle(MKT0, "yes")
+        settlement = await sub.get()
+        assert settlement.symbol == MKT0 and settlement.complete and len(settlement.pages) == 2
+        assert [p["party_id"] for p in settlement.parties] == ["ACCT-1", "ACCT-1/1"]
+        assert [p["long_qty"] for p in settlement.parties] == ["2.00", "1.00"]
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def test_status_stream_keeps_the_latest_per_session() -> None:
+    s = StatusStream()
+    sub = s.subscribe()
+    s.publish(StatusEvent("orders", "KalshiNR", ChildState.STARTING, 1.0))
+    s.publish(StatusEvent("orders", "KalshiNR", ChildState.UP, 2.0))
+    assert s.latest["orders"].state is ChildState.UP
+    assert [e.state for e in sub.pending()] == [ChildState.STARTING, ChildState.UP]
+
+
+async def test_status_events_follow_the_tree(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+    gw = rigs.gateway()
+    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
+        sub = rig.app.status.subscribe()
+        await rig.nr().wait_active()
+        gw.inject("drop:endpoint=KalshiNR")
+        assert await rig.settle()
+        states = [e.state for e in sub.pending() if e.name == "orders"]
+        assert ChildState.BACKOFF in states and states[-1] is ChildState.UP
+        assert rig.app.status.latest["orders"].state is ChildState.UP
