@@ -223,6 +223,10 @@ class RfqHandle:
         self.state = "pending"
         self.rejection: RfqRejected | None = None
         self.quotes: dict[str, QuoteNotice] = {}
+        self._quote_list: list[QuoteNotice] = []
+        self._quote_cursor = 0
+        self._quote_arrived = trio.Event()
+        self._lost_error: OutcomeUnknown | None = None
         self._ack = _Reply()
         self._accepts: dict[str, _Reply] = {}
         self._cancel: _Reply | None = None
@@ -240,13 +244,16 @@ class RfqHandle:
         return value
 
     async def next_quote(self, timeout: float | None = None) -> QuoteNotice:
-        """Wait for the next quote notification (those already received are in ``quotes``)."""
-        with self.events.subscribe() as sub:
-            with trio.fail_after(timeout) if timeout is not None else _null():
-                while True:
-                    item = await sub.get()
-                    if isinstance(item, QuoteNotice):
-                        return item
+        """The next quote notification in arrival order (each one once), waiting for it if
+        none is left; every quote received so far is also in ``quotes``."""
+        with trio.fail_after(timeout) if timeout is not None else _null():
+            while self._quote_cursor >= len(self._quote_list):
+                if self._lost_error is not None:
+                    raise self._lost_error
+                await self._quote_arrived.wait()
+        notice = self._quote_list[self._quote_cursor]
+        self._quote_cursor += 1
+        return notice
 
     async def accept(
         self,
@@ -301,11 +308,14 @@ class RfqHandle:
     def _lost(self, error: OutcomeUnknown) -> None:
         if self.state == "pending":
             self.state = "unknown"
+        self._lost_error = error
         self._ack.fail(error)
         for reply in self._accepts.values():
             reply.fail(error)
         if self._cancel is not None:
             self._cancel.fail(error)
+        self._quote_arrived.set()
+        self._quote_arrived = trio.Event()
 
 
 class _null:
@@ -353,7 +363,10 @@ class RfqCreator(ObserverBase):
         for n in names:
             if self.handles[n].active:
                 return self.handles[n]
-        raise SessionNotActive(f"no KalshiRT session is logged on ({', '.join(names)})")
+        raise SessionNotActive(
+            f"no KalshiRT session is logged on ({', '.join(names)}); nothing is queued — wait "
+            "for one and try again"
+        )
 
     async def request(
         self,
@@ -447,6 +460,9 @@ class RfqCreator(ObserverBase):
                     message=msg,
                 )
                 rfq.quotes[notice.quote_id] = notice
+                rfq._quote_list.append(notice)
+                rfq._quote_arrived.set()
+                rfq._quote_arrived = trio.Event()
                 rfq._on(notice)
         elif mt == b"UC":
             qid = msg.get_str(117) or ""
@@ -590,7 +606,10 @@ class RfqMaker(ObserverBase):
         for n in names:
             if self.handles[n].active:
                 return self.handles[n]
-        raise SessionNotActive(f"no KalshiRFQ session is logged on ({', '.join(names)})")
+        raise SessionNotActive(
+            f"no KalshiRFQ session is logged on ({', '.join(names)}); nothing is queued — wait "
+            "for one and try again"
+        )
 
     async def quote(
         self,
