@@ -379,40 +379,60 @@ class ExecutionStream(ObserverBase):
 
 
 class ExecutionIterator:
-    """Exactly-once consumption with ack-on-next (see :class:`ExecutionStream`)."""
+    """Exactly-once consumption with ack-on-next (see :class:`ExecutionStream`).
+
+    Stop with :meth:`close` (or use it as ``async with``): leaving an ``async for`` with
+    ``break`` does not end it, and the stream accepts one consumer at a time. To stop after an
+    item was fully processed, :meth:`ack` it first; otherwise it is delivered again to the next
+    consumer (the crash rule)."""
 
     def __init__(self, stream: ExecutionStream) -> None:
         self._stream = stream
         self._cursor = stream.ledger.cursor()
+        self._last: int | None = None
         self.closed = False
 
     def __aiter__(self) -> ExecutionIterator:
         return self
 
     async def __anext__(self) -> DeliveredExecution:
-        if self.closed:
-            raise StopAsyncIteration
         while True:
-            item = self._cursor.next()  # acknowledges the item returned last time
+            if self.closed:
+                raise StopAsyncIteration
+            item = self.next_nowait()  # acknowledges the item returned last time
             if item is not None:
-                self._stream.delivered.publish(item)
                 return item
             await self._stream.wait_changed()
 
     def next_nowait(self) -> DeliveredExecution | None:
         """Like ``await anext(it)`` but returns ``None`` instead of waiting."""
+        if self.closed:
+            return None
         item = self._cursor.next()
         if item is not None:
+            self._last = item.delivery_id
             self._stream.delivered.publish(item)
         return item
 
+    def ack(self) -> None:
+        """Acknowledge the item returned last now (its processing is finished), rather than
+        when the next one is asked for."""
+        if self._last is not None and not self.closed:
+            self._stream.ledger.ack(self._last)
+
     def close(self) -> None:
-        """Stop consuming. The item returned last is *not* acknowledged (it is delivered again
-        to the next consumer), as with a crash."""
+        """Stop consuming. The item returned last is *not* acknowledged unless :meth:`ack` was
+        called: it is delivered again to the next consumer, as after a crash."""
         self.closed = True
 
     async def aclose(self) -> None:
         """Async generator-style close."""
+        self.close()
+
+    async def __aenter__(self) -> ExecutionIterator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
 
 

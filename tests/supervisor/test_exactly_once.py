@@ -176,6 +176,10 @@ class Rig:
     def handle(self, name: str) -> Any:
         return self.supervisor.handle(name)
 
+    def start_consumer(self) -> None:
+        """Consume the executions into :attr:`received` from now on (a new consumer)."""
+        self.supervisor._spawn(lambda: _consume(self))
+
     def nr(self) -> Any:
         return self.handle("orders")
 

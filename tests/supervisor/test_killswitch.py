@@ -3,6 +3,9 @@ that refuses new exposure until re-armed, and sessions that were down when it tr
 
 from __future__ import annotations
 
+import importlib.util
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from test_exactly_once import (
     running,
 )
 
+from supervisor.app import App
 from supervisor.killswitch import KillSwitchEngaged, TradingGate
 
 CHILDREN = {
@@ -122,3 +126,39 @@ async def test_ambiguous_orders_are_not_retried_while_engaged(
         (res,) = [e for e in rig.events if getattr(e, "cl_ord_id", None) == t.cl_ord_id]
         assert res.outcome == "not_received" and "kill switch" in res.reason
         assert gw.ground_truth("ACCT-1") == []
+
+
+def _load_example() -> Any:
+    path = Path(__file__).resolve().parents[2] / "examples" / "embedded_app.py"
+    spec = importlib.util.spec_from_file_location("embedded_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_embedded_example_trips_the_switch_past_its_position_limit(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
+    example = _load_example()
+    gw = rigs.gateway()
+    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, consume=False) as rig:
+        app = App(rig.app, rig.supervisor)
+        await app.wait_active()
+        resting = await rig.order_entry.new_order(MKT0, "buy", 1, 44)  # cancelled by the trip
+        summary = await example.trade(
+            app, market=MKT0, side="buy", qty=Decimal(5), price=Decimal(60),
+            position_limit=Decimal(3), out=lambda line: None,
+        )
+        assert summary.tripped and summary.position == 5 and summary.filled == 5
+        assert any(line.startswith("KILL") for line in summary.lines)
+        assert not rig.kill.armed
+        rig.start_consumer()  # the next consumer gets what the example left, nothing twice
+        assert await rig.settle()
+        assert rig.order_entry.order(resting.cl_ord_id).ord_status == "4"
+        later = [str(i.exec_id) for i in rig.received if i.exec_id is not None]
+        everything = summary.exec_ids + later
+        assert len(everything) == len(set(everything))  # the example acked what it processed
+        assert set(everything) == {r.exec_id for r in gw.ground_truth("ACCT-1")}
+        with pytest.raises(KillSwitchEngaged):
+            await rig.order_entry.new_order(MKT0, "buy", 1, 44)
