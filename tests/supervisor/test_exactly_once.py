@@ -358,6 +358,11 @@ def assert_tracker_matches(rig: Rig) -> None:
         assert state.cum_qty == rec.cum_qty, (oid, state.cum_qty, rec.cum_qty)
         closed = rec.ord_status in ("2", "4", "C")
         assert (not state.is_open) == closed or state.ambiguous, (oid, state, rec.ord_status)
+    # Nothing the tracker calls open is unknown to the exchange, and nothing is left in flight.
+    live = {o.order_id for o in rig.gateway.exchange.open_orders(ACCOUNT)}
+    for state in rig.order_entry.open_orders():
+        assert state.order_id in live or state.ambiguous, state
+        assert not state.in_flight, state
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -484,3 +489,4 @@ async def test_exactly_once_under_random_faults(
     rig.received = received
     assert_exactly_once(rig)
     assert_one_order_per_request(rig)
+    assert_tracker_matches(rig)
