@@ -138,7 +138,9 @@ class KillSwitch(ObserverBase):
         """Sessions still owed a cancel (they were down)."""
         return frozenset(self._deferred)
 
-    def attach(self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]) -> None:
+    def attach(
+        self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]
+    ) -> None:
         super().attach(handles, spawn, clock)
 
     def _sessions(self) -> list[str]:

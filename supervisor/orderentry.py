@@ -313,7 +313,9 @@ class OrderEntry(ObserverBase):
 
     # ------------------------------------------------------------------ observer
 
-    def attach(self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]) -> None:
+    def attach(
+        self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]
+    ) -> None:
         super().attach(handles, spawn, clock)
         # After a restart the tracker was rebuilt from the ledger: an EXCHANGE_UNAVAILABLE seen
         # before it is still ambiguous and is resolved by the first pass of this process.
@@ -675,12 +677,15 @@ class OrderEntry(ObserverBase):
         waiter = _Waiter()
         self._mass[cl] = (handle.name, waiter)
         try:
-            await self._send(handle, "q", [(11, cl), (530, "6")], cl=cl, exposure=False, track=False)
+            body: list[tuple[int, Value]] = [(11, cl), (530, "6")]
+            await self._send(handle, "q", body, cl=cl, exposure=False, track=False)
         except BaseException:
             self._mass.pop(cl, None)
             raise
+        limit = self.reply_timeout if timeout is None else timeout
         try:
-            return await waiter.wait(self.reply_timeout if timeout is None else timeout)  # type: ignore[no-any-return]
+            result: MassCancelResult = await waiter.wait(limit)
+            return result
         except (trio.TooSlowError, OutcomeUnknown) as e:
             self._mass.pop(cl, None)
             return MassCancelResult(handle.name, cl, accepted=False, answered=False, text=str(e))
@@ -736,14 +741,16 @@ class OrderEntry(ObserverBase):
                 if waiter in queue:
                     queue.remove(waiter)
                 raise
+            limit = self.reply_timeout if timeout is None else timeout
             try:
-                return await waiter.wait(self.reply_timeout if timeout is None else timeout)  # type: ignore[no-any-return]
+                group: OrderGroupResult = await waiter.wait(limit)
+                return group
             except trio.TooSlowError:
                 if waiter in queue:
                     queue.remove(waiter)
                 raise OutcomeUnknown(
-                    f"no OrderGroupResponse within {self.reply_timeout if timeout is None else timeout:g} s "
-                    f"on {handle.name}; the {action} may or may not have been applied"
+                    f"no OrderGroupResponse within {limit:g} s on {handle.name}; the {action} "
+                    "may or may not have been applied"
                 ) from None
 
     # ------------------------------------------------------------------ ambiguity

@@ -19,7 +19,8 @@ of that session up to it has been received. It advances
 
 * on every live report the session receives while it has no open gap (a session's reports of one
   exchange index arrive in ExecID order: the exchange assigns ExecIDs in sequence and the session
-  is sequenced; REFERENCE §4.7 — a lost one shows up as a gap *before* the next one is delivered);
+  is sequenced; REFERENCE §4.7 — a lost one shows up as a gap *before* the next one is
+  delivered);
 * at the end of a complete replay that started while the session was up, to the last ExecID the
   replay returned for each index (everything up to it was replayed; everything after it reaches
   the session live);
@@ -319,7 +320,9 @@ class RecoveryObserver(ObserverBase):
 
     # ------------------------------------------------------------------ observer
 
-    def attach(self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]) -> None:
+    def attach(
+        self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]
+    ) -> None:
         super().attach(handles, spawn, clock)
         if self.drop_copy not in handles:
             raise SupervisorError(
@@ -666,7 +669,11 @@ class RecoveryObserver(ObserverBase):
     ) -> None:
         if abandoned:
             return  # nothing learned for sure; the gaps stay open for the next pass
-        done = {o.request.index for o in rs.outcomes if o.kind is OutcomeKind.COMPLETE and o.request}
+        done = {
+            o.request.index
+            for o in rs.outcomes
+            if o.kind is OutcomeKind.COMPLETE and o.request is not None
+        }
         failed = {
             o.request.index
             for o in rs.outcomes

@@ -7,8 +7,8 @@ OrderCancelReject (35=9) that reaches the supervisor goes through :meth:`Executi
 live ones from the order-entry and listener sessions (this class is a
 :class:`~supervisor.observer.SessionObserver` for those), replayed ones from the drop copy (the
 reconciliation observer, :mod:`supervisor.recovery`, feeds them in). Each report is offered to the
-durable :class:`~supervisor.ledger.ExecutionLedger` — which de-duplicates by ExecID, merges replays
-with the live stream and persists delivery progress — and applied to the shared
+durable :class:`~supervisor.ledger.ExecutionLedger` — which de-duplicates by ExecID, merges
+replays with the live stream and persists delivery progress — and applied to the shared
 :class:`~supervisor.orders.OrderTracker`. The application consumes the ledger's delivery queue::
 
     async for item in components.executions:          # a DeliveredExecution
@@ -232,7 +232,9 @@ class ExecutionStream(ObserverBase):
     
     # ------------------------------------------------------------------ observer
 
-    def attach(self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]) -> None:
+    def attach(
+        self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]
+    ) -> None:
         super().attach(handles, spawn, clock)
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:

@@ -78,7 +78,9 @@ def memory_connect(gateway: Gateway) -> Any:
     """The tree's ``connect`` hook over the gateway's in-memory connections (no TLS)."""
 
     @asynccontextmanager
-    async def connect(cfg: SessionConfig, *, store: Any, signer: Any, clock: Any) -> AsyncIterator[Any]:
+    async def connect(
+        cfg: SessionConfig, *, store: Any, signer: Any, clock: Any
+    ) -> AsyncIterator[Any]:
         stream = gateway.connect_memory(cfg.profile.name)
         connection = FixConnection(build_settings(cfg, signer.sign), store)
         async with open_fix_session(stream, connection, clock=clock, peer_name=cfg.name) as s:
@@ -368,7 +370,9 @@ def assert_tracker_matches(rig: Rig) -> None:
 # ----------------------------------------------------------------------------- scenarios
 
 
-async def test_fill_while_disconnected_is_recovered_once(rigs: RigFactory, autojump_clock: Any) -> None:
+async def test_fill_while_disconnected_is_recovered_once(
+    rigs: RigFactory, autojump_clock: Any
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         await rig.nr().wait_active()
@@ -419,7 +423,9 @@ async def trader(rig: Rig, rng: random.Random, retry: bool) -> None:
                 await oe.new_order(market, "buy", rng.randint(1, 3), rng.choice((60, 62)),
                                    retry_ambiguous=retry)
             elif action < 0.50:
-                side, price = rng.choice((("buy", rng.randint(44, 55)), ("sell", rng.randint(56, 59))))
+                side, price = rng.choice(
+                    (("buy", rng.randint(44, 55)), ("sell", rng.randint(56, 59)))
+                )
                 await oe.new_order(market, side, rng.randint(1, 5), price, retry_ambiguous=retry)
             elif action < 0.80:
                 side, price = rng.choice((("sell", 44), ("buy", 59)))

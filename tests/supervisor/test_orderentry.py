@@ -47,7 +47,9 @@ async def wait_for(predicate: Any, limit: float = 600.0, rig: Any = None) -> Non
         await trio.sleep(0.5)
 
 
-async def test_cl_ord_ids_fresh_supplied_and_never_reused(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_cl_ord_ids_fresh_supplied_and_never_reused(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         oe = rig.order_entry
@@ -67,7 +69,9 @@ async def test_cl_ord_ids_fresh_supplied_and_never_reused(rigs: RigFactory, auto
         assert_one_order_per_request(rig)
 
 
-async def test_requests_while_the_session_is_down_raise_and_send_nothing(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_requests_while_the_session_is_down_raise_and_send_nothing(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     gw.inject("refuse_connections:endpoint=KalshiNR,duration=120")
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
@@ -84,7 +88,9 @@ async def test_requests_while_the_session_is_down_raise_and_send_nothing(rigs: R
         assert t.cl_ord_id == "while-down"
 
 
-async def test_tracker_follows_fills_replace_and_cancel(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_tracker_follows_fills_replace_and_cancel(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         oe = rig.order_entry
@@ -98,13 +104,13 @@ async def test_tracker_follows_fills_replace_and_cancel(rigs: RigFactory, autoju
         r = await oe.replace(t.cl_ord_id, qty=7, price=52)
         await rig.settle()
         state = oe.order(t.cl_ord_id)
-        assert state.cl_ord_id == r.cl_ord_id and state.price == Decimal("0.52") or state.price == 52
+        assert state.cl_ord_id == r.cl_ord_id and state.price == 52  # cents (no UseDollars)
         assert state.order_qty == 7 and state.cum_qty == 2
         gw.add_liquidity(MKT2, "sell", 51, 1)
         await rig.settle()
         state = oe.order(r.cl_ord_id)
         assert state.cum_qty == 3
-        assert state.avg_px == (2 * Decimal("0.50") + Decimal("0.52")) / 3 or state.avg_px is not None
+        assert state.avg_px == (2 * 50 + 52) / Decimal(3)  # from the fills, not rounded
         c = await oe.cancel(t.cl_ord_id)  # any ClOrdID of the chain names the order
         await rig.settle()
         state = oe.order(c.cl_ord_id)
@@ -115,7 +121,9 @@ async def test_tracker_follows_fills_replace_and_cancel(rigs: RigFactory, autoju
             await oe.cancel("no-such-order")
 
 
-async def test_mass_cancel_and_its_report(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_mass_cancel_and_its_report(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         oe = rig.order_entry
@@ -131,7 +139,9 @@ async def test_mass_cancel_and_its_report(rigs: RigFactory, autojump_clock: Any)
         assert gw.exchange.open_orders("ACCT-1") == []
 
 
-async def test_order_groups_create_trigger_and_refusal(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_order_groups_create_trigger_and_refusal(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         oe = rig.order_entry
@@ -151,7 +161,9 @@ async def test_order_groups_create_trigger_and_refusal(rigs: RigFactory, autojum
             await oe.order_group("create", group_id=group.group_id, limit=1)
 
 
-async def test_business_rejects_close_the_request_without_an_execution(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_business_rejects_close_the_request_without_an_execution(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         oe = rig.order_entry
@@ -215,7 +227,9 @@ async def test_exchange_unavailable_after_acceptance_is_known_not_resent(
         assert_exactly_once(rig)
 
 
-async def test_in_flight_at_a_disconnect_known_when_it_arrived(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_in_flight_at_a_disconnect_known_when_it_arrived(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, retry_ambiguous=True) as rig:
         await rig.nr().wait_active()
@@ -234,7 +248,9 @@ async def test_in_flight_at_a_disconnect_known_when_it_arrived(rigs: RigFactory,
         assert_exactly_once(rig)
 
 
-async def test_in_flight_at_a_disconnect_never_arrived_is_resent_once(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_in_flight_at_a_disconnect_never_arrived_is_resent_once(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     children = {"orders": Child("KalshiNR", "nr", heartbeat=10),
                 "dropcopy": Child("KalshiDC", "dc")}

@@ -427,8 +427,8 @@ def test_attach_needs_the_drop_copy_session(tmp_path: Path) -> None:
     try:
         rec = RecoveryObserver(ExecutionStream(ledger, clock=lambda: T0), drop_copy="dc")
         with pytest.raises(Exception, match="drop-copy session 'dc'"):
-            rec.attach({"nr": FakeHandle("nr", "KalshiNR")}, lambda fn: None,  # type: ignore[arg-type]
-                       lambda: T0)
+            handles: Any = {"nr": FakeHandle("nr", "KalshiNR")}
+            rec.attach(handles, lambda fn: None, lambda: T0)
     finally:
         ledger.close()
 
@@ -446,7 +446,9 @@ async def _fill_while_down(rig: Any, gw: Any) -> None:
     gw.add_liquidity(MKT0, "sell", 50, 3)
 
 
-async def test_end_to_end_server_error_then_complete(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_end_to_end_server_error_then_complete(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         await _fill_while_down(rig, gw)
@@ -457,7 +459,9 @@ async def test_end_to_end_server_error_then_complete(rigs: RigFactory, autojump_
         assert OutcomeKind.RETRY_LATER in kinds
 
 
-async def test_end_to_end_too_many_requests_backs_off(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_end_to_end_too_many_requests_backs_off(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     # The exchange wants 5 s between U1s, we space them 1 s: two indexes give a U3 reason 1.
     gw = rigs.gateway(exchange=ExchangeConfig(drop_copy_min_interval=5.0))
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
@@ -468,7 +472,9 @@ async def test_end_to_end_too_many_requests_backs_off(rigs: RigFactory, autojump
         assert OutcomeKind.RETRY_BACKOFF in kinds
 
 
-async def test_end_to_end_key_without_replay_permission(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_end_to_end_key_without_replay_permission(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     gw.exchange._keys[rigs.keys["dc"].key_id].drop_copy = False
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
@@ -482,7 +488,9 @@ async def test_end_to_end_key_without_replay_permission(rigs: RigFactory, autoju
         assert len(real_exec_ids(rig.received)) < len(gw.ground_truth("ACCT-1"))
 
 
-async def test_end_to_end_sequence_gap_is_recovered(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_end_to_end_sequence_gap_is_recovered(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         await rig.nr().wait_active()

@@ -37,7 +37,9 @@ async def up(rig: Any) -> None:
         await rig.handle(name).wait_active()
 
 
-async def test_request_quote_accept_confirm_trade(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_request_quote_accept_confirm_trade(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=CHILDREN) as rig:
         await up(rig)
@@ -100,7 +102,9 @@ async def test_refused_rfq_and_cancels(rigs: RigFactory, autojump_clock: Any) ->
         assert await withdrawn.get() == rfq.rfq_id
 
 
-async def test_kill_switch_and_session_down(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_kill_switch_and_session_down(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=CHILDREN) as rig:
         await up(rig)

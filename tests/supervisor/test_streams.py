@@ -176,8 +176,12 @@ async def test_standalone_components_journal_every_execution(
 # ----------------------------------------------------------------------------- settlement
 
 
-def ums(report_id: str, symbol: str, last: str | None, *parties: str, total: int | None = None) -> FixMessage:
-    pairs: list[tuple[int, Any]] = [(35, "UMS"), (20105, report_id), (55, symbol), (715, "20260714")]
+def ums(
+    report_id: str, symbol: str, last: str | None, *parties: str, total: int | None = None
+) -> FixMessage:
+    pairs: list[tuple[int, Any]] = [
+        (35, "UMS"), (20105, report_id), (55, symbol), (715, "20260714"),
+    ]
     if total is not None:
         pairs.append((20106, total))
     pairs += [(20107, "yes"), (730, "100.00")]
@@ -244,7 +248,9 @@ def test_status_stream_keeps_the_latest_per_session() -> None:
     assert [e.state for e in sub.pending()] == [ChildState.STARTING, ChildState.UP]
 
 
-async def test_status_events_follow_the_tree(rigs: RigFactory, autojump_clock: Any) -> None:  # noqa: F811
+async def test_status_events_follow_the_tree(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
         sub = rig.app.status.subscribe()
