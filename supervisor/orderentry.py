@@ -36,7 +36,9 @@ Decisions (the ones that keep one application request from ever becoming two ord
     the application decides.
 
   An incomplete pass (gap older than the lookback, replay not available) resolves nothing: the
-  requests are reported ``"unresolved"`` (check through REST) and stay ambiguous.
+  requests are reported ``"unresolved"`` (check through REST) and stay ambiguous — at once when
+  reconciliation is disabled. A request is never resent after a restart of the process: the
+  requests themselves are not persisted, only the reports (see the ledger).
 * **Refusals before the exchange.** A BusinessMessageReject (35=j) for a request means it was not
   applied: the tracker records it as rejected (a local record, never an execution) and a
   :class:`RequestRejected` is published; ``380=8`` also empties the rate limiter's bucket.
@@ -340,6 +342,7 @@ class OrderEntry(ObserverBase):
                 continue
             self.tracker.mark_ambiguous(cl, f"pending at the exchange when {name} went down")
             self._amb[cl] = _Ambiguity(now, "disconnect", name)
+        self._unresolvable()
         error = OutcomeUnknown(f"session {name} went down before the answer arrived")
         for cl, (session, waiter) in list(self._mass.items()):
             if session == name:
@@ -362,6 +365,7 @@ class OrderEntry(ObserverBase):
                     self._amb[cl] = _Ambiguity(self.clock(), "exchange_unavailable", name)
                     if self.recovery is not None:
                         self.recovery.request_pass(f"EXCHANGE_UNAVAILABLE for {cl}")
+                    self._unresolvable()
             elif self._amb:
                 self._settle_known()
             return
@@ -765,6 +769,23 @@ class OrderEntry(ObserverBase):
         if amb.since >= report.started:
             return "later"  # the replay may have run before the exchange saw the request
         return "yes"
+
+    def _unresolvable(self) -> None:
+        """Without reconciliation nothing can resolve an ambiguous request: say so at once."""
+        if self.recovery is not None:
+            return
+        for amb in self.tracker.ambiguous():
+            meta = self._amb.get(amb.cl_ord_id)
+            if meta is not None and not meta.reported_unresolved:
+                meta.reported_unresolved = True
+                self.events.publish(
+                    AmbiguityResolved(
+                        amb.cl_ord_id, "unresolved",
+                        f"{amb.reason}; reconciliation through the drop copy is disabled: check "
+                        "the order through REST (a later report of it still settles it)",
+                        self.tracker.get(amb.cl_ord_id), amb.msg_type,
+                    )
+                )
 
     def _settle_known(self) -> None:
         """Announce ambiguous requests a real report has since mentioned (live or replayed):

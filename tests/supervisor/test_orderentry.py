@@ -275,3 +275,20 @@ async def test_in_flight_at_a_disconnect_never_arrived_is_resent_once(
         assert [r.cl_ord_id for r in truth] == [t.cl_ord_id]  # placed once, by the retry
         assert rig.order_entry.order(t.cl_ord_id).is_open
         assert_one_order_per_request(rig)
+
+
+async def test_without_reconciliation_ambiguity_is_reported_unresolved(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
+    gw = rigs.gateway()
+    children = {"orders": Child("KalshiNR", "nr")}  # no drop-copy session: nothing to replay
+    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=children) as rig:
+        assert rig.recovery is None
+        await rig.nr().wait_active()
+        gw.exchange.fail_next_order("EXCHANGE_UNAVAILABLE", applied=False)
+        t = await rig.order_entry.new_order(MKT0, "buy", 1, 45, retry_ambiguous=True)
+        await wait_for(lambda: resolutions(rig, t.cl_ord_id))
+        (res,) = resolutions(rig, t.cl_ord_id)
+        assert res.outcome == "unresolved" and "REST" in res.reason
+        assert rig.order_entry.order(t.cl_ord_id).ambiguous == "EXCHANGE_UNAVAILABLE"
+        assert gw.ground_truth("ACCT-1") == []  # and nothing was resent
