@@ -10,8 +10,11 @@ them logged on under the tree's policies (:mod:`supervisor.tree`) and stops them
 * **SIGTERM / SIGINT**: every session logs out (reverse start order, each Logout bounded by its
   ``logout_timeout``), then the process exits 0. A second signal while shutting down is
   ignored: the shutdown is already bounded.
-* **Executions journal**: appended as JSON lines by the reconciliation components, which are
-  attached through :func:`standalone_observers` (see the note there).
+* **Executions journal**: every execution of the account is appended, exactly once and in
+  order, to the JSON-lines file ``[supervisor.reconciliation] journal`` (see
+  :mod:`supervisor.journal`) by the components of :mod:`supervisor.app` built in journal mode
+  (:func:`standalone_components`): the executions stream, reconciliation through drop copy
+  (when enabled), order entry and the kill switch.
 
 Exit codes:
 
@@ -19,8 +22,8 @@ Exit codes:
 0     clean shutdown: SIGTERM/SIGINT and every session logged out, or every session ended
       normally (transient sessions logged out on request)
 1     internal error (a bug): the traceback is in the log
-2     configuration error: the config file, a private key or a session's sequence store is
-      unusable (the message names the file, table and key)
+2     configuration error: the config file, a private key, a session's sequence store, the
+      state directory or the journal is unusable (the message names the file, table and key)
 3     an API key is locked by another process on this host (the message names the key, the
       lock file and the holder's PID)
 4     no session is left running and at least one stopped with a non-retryable error (bad
@@ -37,12 +40,12 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import trio
 
 from sessions.config import Config
-from sessions.errors import ConfigError, KeyLoadError, StoreError
+from sessions.errors import ConfigError, KalshiFixError, KeyLoadError, StoreError
 
 from .config import SupervisorConfig, load_supervisor_config
 from .errors import KeyLockedByOtherProcess, RestartIntensityExceeded
@@ -59,7 +62,7 @@ __all__ = [
     "configure_logging",
     "run_command",
     "run_standalone",
-    "standalone_observers",
+    "standalone_components",
 ]
 
 EXIT_OK = 0
@@ -71,21 +74,27 @@ EXIT_INTENSITY = 5
 
 log = logging.getLogger("supervisor.run")
 
-ObserversFactory = Callable[[Config, SupervisorConfig], Sequence[SessionObserver]]
+class StandaloneComponents(Protocol):
+    """What standalone mode attaches to the tree: ``observers``, and ``close()`` once the
+    supervisor has shut down (:class:`supervisor.app.Components` is one)."""
+
+    @property
+    def observers(self) -> Sequence[SessionObserver]: ...
+
+    def close(self) -> None: ...
 
 
-def standalone_observers(
+ComponentsFactory = Callable[[Config, SupervisorConfig], StandaloneComponents]
+
+
+def standalone_components(
     config: Config, supervisor_config: SupervisorConfig
-) -> list[SessionObserver]:
-    """The components attached in standalone mode.
+) -> StandaloneComponents:
+    """The components of standalone mode: :meth:`supervisor.app.Components.build` in journal
+    mode, so the executions stream is consumed by the JSON-lines journal."""
+    from .app import Components  # the components load only when a process runs them
 
-    HOOK for the components (reconciliation through drop copy with its JSON-lines executions
-    journal at ``[supervisor.reconciliation] journal``): build and return them here, e.g. the
-    reconciliation observer when ``supervisor_config.reconciliation.enabled``. Until that
-    module lands this returns no observer, so ``kalshi-fix run`` keeps the sessions up but
-    journals nothing.
-    """
-    return []
+    return Components.build(config, supervisor_config, journal=True)
 
 
 def configure_logging(stream: TextIO | None = None, level: int | str = logging.INFO) -> None:
@@ -118,7 +127,7 @@ async def _watch_signals(
 async def run_standalone(
     config_path: str | os.PathLike[str],
     *,
-    observers_factory: ObserversFactory = standalone_observers,
+    components_factory: ComponentsFactory = standalone_components,
     signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
     """Run the supervisor of ``config_path`` until a signal or until no session is left
@@ -128,14 +137,35 @@ async def run_standalone(
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
+    try:
+        sup = Supervisor(config, lock_description=f"kalshi-fix run {config_path}")
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_CONFIG
+    try:
+        # The keys first: a second process on this configuration must be refused before it
+        # opens the ledger and the journal that the first one writes.
+        sup.acquire_key_locks()
+    except KeyLockedByOtherProcess as exc:
+        log.error("%s", exc)
+        return EXIT_KEY_LOCKED
+    try:
+        components = components_factory(*config)
+    except (KalshiFixError, OSError) as exc:
+        sup.release_key_locks()
+        log.error("cannot open the state directory or the executions journal: %s", exc)
+        return EXIT_CONFIG
+    try:
+        sup.add_observers(components.observers)
+        return await _supervise(sup, signals)
+    finally:
+        components.close()
+
+
+async def _supervise(sup: Supervisor, signals: Sequence[int]) -> int:
     received: list[int] = []
     try:
         with trio.open_signal_receiver(*signals) as signal_events:
-            sup = Supervisor(
-                config,
-                observers=observers_factory(*config),
-                lock_description=f"kalshi-fix run {config_path}",
-            )
             async with sup:
                 log.info(
                     "supervising %d session(s), start order %s; SIGTERM or SIGINT logs them "

@@ -284,6 +284,35 @@ class Supervisor:
         """Why the supervisor gave up (restart intensity, a component's exception), if it did."""
         return self._failure
 
+    def add_observers(self, observers: Iterable[SessionObserver]) -> None:
+        """Add components before entry (for components that may only be built once this
+        process holds the key locks; see :meth:`acquire_key_locks`)."""
+        if self._entered:
+            raise RuntimeError("observers are attached on entry; add them before async with")
+        self._observers.extend(observers)
+
+    def acquire_key_locks(self) -> None:
+        """Take the per-host lock of every session's API key now instead of on entry, e.g. to
+        be sure no other process runs this configuration before opening shared state files.
+        Raises :class:`~supervisor.errors.KeyLockedByOtherProcess`; all or none are taken.
+        Released when the supervisor exits, or by :meth:`release_key_locks`."""
+        if self._locks:
+            return
+        sessions = self.config.sessions
+        self._locks = lock_keys(
+            self.supervisor_config.lock_dir,
+            [sessions[name].key_id for name in self._order],
+            self._lock_description,
+        )
+
+    def release_key_locks(self) -> None:
+        """Release the key locks (only for a supervisor that is not running)."""
+        if self._nursery is not None and not self._done.is_set():
+            raise RuntimeError("the key locks are held while the supervisor runs")
+        for lock in self._locks:
+            lock.release()
+        self._locks = []
+
     def request_shutdown(self) -> None:
         """Begin the graceful shutdown (reverse start order, Logout each) without waiting;
         leaving the ``async with`` block waits for it."""
@@ -375,12 +404,7 @@ class Supervisor:
         self._entered = True
         if self._clock_arg is None:
             self.clock = default_clock()
-        sessions = self.config.sessions
-        self._locks = lock_keys(
-            self.supervisor_config.lock_dir,
-            [sessions[name].key_id for name in self._order],
-            self._lock_description,
-        )
+        self.acquire_key_locks()
         try:
             self._prepare_children()
             self._nursery_cm = trio.open_nursery()

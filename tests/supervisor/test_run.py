@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import pytest
 import trio
 
 from sessions.maintenance import MaintenanceCalendar
+from sessions.testing.client import new_order, next_app
 from sessions.testing.pytest_plugin import GatewayOptions
 from supervisor.config import WEEKDAYS
 from supervisor.run import (
@@ -53,16 +55,24 @@ def write_config(
 ) -> Path:
     """A TOML file with ``sessions`` (name → session keys) in start order."""
     lines: list[str] = []
-    for name, table in sessions.items():
-        lines.append(f"[session.{name}]")
+
+    def table_lines(header: str, table: dict[str, Any]) -> None:
+        lines.append(f"[{header}]")
         for key, value in table.items():
+            if isinstance(value, dict):
+                continue
             if isinstance(value, bool):
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, int):
                 lines.append(f"{key} = {value}")
             else:
                 lines.append(f'{key} = "{value}"')
-        lines.append("")
+        for key, value in table.items():
+            if isinstance(value, dict):
+                table_lines(f"{header}.{key}", value)
+
+    for name, table in sessions.items():
+        table_lines(f"session.{name}", table)
     lines += [
         "[supervisor]",
         'state_dir = "state"',
@@ -134,6 +144,11 @@ async def test_sigterm_logs_every_session_out_in_reverse_order_and_exits_0(
     config = write_config(tmp_path, {
         "dc": session(gw, "KalshiDC", "dc"),
         "orders": session(gw, "KalshiNR", "nr"),
+        # Account-wide copies of every execution (REFERENCE §7), for the journal.
+        "listener": session(
+            gw, "KalshiNR", "listener",
+            logon={"listener_session": True, "skip_pending_exec_reports": True},
+        ),
     })
     proc = await trio.lowlevel.open_process(
         [*RUN, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
@@ -142,8 +157,15 @@ async def test_sigterm_logs_every_session_out_in_reverse_order_and_exits_0(
     out = Output(proc.stdout)
     try:
         with trio.fail_after(60):
-            await out.until(lambda lines: sum(" up (" in line for line in lines) == 2)
-        assert all(gw.gateway.is_connected(gw.keys[r].key_id) for r in ("dc", "nr"))
+            await out.until(lambda lines: sum(" up (" in line for line in lines) == 3)
+        assert all(gw.gateway.is_connected(gw.keys[r].key_id) for r in ("dc", "nr", "listener"))
+        # Someone trades on the account with another key: the fill reaches the listener. The
+        # gateway sends the copy before our Logout is answered, so it is journalled by then.
+        async with gw.connect("KalshiRT") as trader:
+            await trader.wait_logged_on()
+            trader.send_app("D", new_order("journal-me", gw.markets[0], 1, 2, 60))
+            while (await next_app(trader, [b"8"])).get(150) != b"F":
+                pass
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(60):
             code = await proc.wait()
@@ -155,12 +177,20 @@ async def test_sigterm_logs_every_session_out_in_reverse_order_and_exits_0(
     assert code == EXIT_OK, text
     assert "SIGTERM received: logging out every session" in text
     stops = [line for line in out.lines if " shutdown (" in line]
-    assert [line.split("session ")[1].split(" ")[0] for line in stops] == ["orders", "dc"]
+    assert [line.split("session ")[1].split(" ")[0] for line in stops] == [
+        "listener", "orders", "dc"
+    ]
     assert "PRIVATE KEY" not in text
     await gw.gateway.wait_idle()
-    assert [(r.key_id, r.ended) for r in gw.gateway.connections] == [
-        (gw.keys["dc"].key_id, "peer"), (gw.keys["nr"].key_id, "peer")
-    ]  # each closed by a Logout the process sent
+    ours = {gw.keys[r].key_id for r in ("dc", "nr", "listener")}
+    assert [r.ended for r in gw.gateway.connections if r.key_id in ours] == ["peer"] * 3
+    # The executions journal (JSON lines) holds the fill, exactly once.
+    journal = tmp_path / "state" / "executions.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    fills = [e for e in entries if e["cl_ord_id"] == "journal-me" and e["exec_type"] == "F"]
+    assert len(fills) == 1 and fills[0]["session"] == "listener"
+    truth = {r.exec_id for r in gw.ground_truth("ACCT-1") if r.cl_ord_id == "journal-me"}
+    assert fills[0]["exec_id"] in truth
 
 
 async def test_a_configuration_error_exits_2(tmp_path) -> None:
