@@ -150,6 +150,15 @@ async def run_standalone(
         log.error("%s", exc)
         return EXIT_KEY_LOCKED
     try:
+        # Unreadable keys are a configuration error to report before any state file is made
+        # (the supervisor loads them again on entry; the keys stay out of this scope).
+        for session in config[0].sessions.values():
+            session.load_signer()
+    except KeyLoadError as exc:
+        sup.release_key_locks()
+        log.error("configuration error: %s", exc)
+        return EXIT_CONFIG
+    try:
         components = components_factory(*config)
     except (KalshiFixError, OSError) as exc:
         sup.release_key_locks()

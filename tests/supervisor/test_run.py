@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -265,3 +266,11 @@ async def test_exceeding_the_restart_intensity_exits_5(kalshi_gateway, tmp_path)
     code, text = await run_to_exit(config)
     assert code == EXIT_INTENSITY, text
     assert "needed 3 restarts within 60 s" in text
+
+
+async def test_the_standalone_example_loads_and_names_its_missing_key_file(tmp_path) -> None:
+    shutil.copy(REPO / "examples" / "standalone.toml", tmp_path)
+    code, text = await run_to_exit(tmp_path / "standalone.toml")
+    assert code == EXIT_CONFIG, text
+    assert "keys/dropcopy.pem (key id 3f1c2a9e-0000-4000-8000-0000000000d1) does not exist" in text
+    assert not (tmp_path / "var" / "supervisor" / "executions.jsonl").exists()
