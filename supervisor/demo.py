@@ -45,8 +45,7 @@ import sys
 import tempfile
 import zoneinfo
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +54,6 @@ import trio
 import trio.testing
 
 from sessions.config import Config, SessionConfig
-from sessions.connection import FixConnection
-from sessions.driver import build_settings, open_fix_session
 from sessions.maintenance import KALSHI_MAINTENANCE
 from sessions.profiles import get_profile
 from sessions.testing.gateway import Gateway, GatewayConfig
@@ -162,20 +159,6 @@ def build_configs(keys: dict[str, TestKey], state_dir: Path) -> tuple[Config, Su
         children={name: ChildSettings(name, start_order=i) for i, name in enumerate(sessions)},
     )
     return config, supervisor
-
-
-def memory_connect(gateway: Gateway) -> Any:
-    """The tree's ``connect`` hook: the gateway's in-memory connections instead of TCP (see the
-    module docstring for why); everything above the byte stream is unchanged."""
-
-    @asynccontextmanager
-    async def connect(cfg: SessionConfig, *, store: Any, signer: Any, clock: Any) -> AsyncIterator[Any]:
-        stream = gateway.connect_memory(cfg.profile.name)
-        connection = FixConnection(build_settings(cfg, signer.sign), store)
-        async with open_fix_session(stream, connection, clock=clock, peer_name=cfg.name) as s:
-            yield s
-
-    return connect
 
 
 # ----------------------------------------------------------------------------- the application
@@ -384,7 +367,7 @@ async def demo(workdir: Path) -> int:
                 async with open_app(
                     config,
                     clock=clock,
-                    supervisor_options={"connect": memory_connect(gateway),
+                    supervisor_options={"connect": gateway.memory_connector(),
                                         "rng": random.Random(7)},
                 ) as app:
                     async with trio.open_nursery() as inner:

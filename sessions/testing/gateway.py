@@ -681,6 +681,25 @@ class Gateway:
         self._handler_nursery.start_soon(self._serve_connection, spec.name, server, False)
         return client
 
+    def memory_connector(self) -> Callable[..., Any]:
+        """A ``connect`` hook for the supervision tree that dials :meth:`connect_memory`
+        instead of TCP; everything above the byte stream is the production path."""
+
+        @asynccontextmanager
+        async def connect(
+            cfg: Any, *, store: Any, signer: Any, clock: Any
+        ) -> AsyncIterator[FixSession]:
+            from ..driver import build_settings
+
+            stream = self.connect_memory(cfg.profile.name)
+            connection = FixConnection(build_settings(cfg, signer.sign), store)
+            async with open_fix_session(
+                stream, connection, clock=clock, peer_name=cfg.name
+            ) as session:
+                yield session
+
+        return connect
+
     # ------------------------------------------------------------------ one connection
     async def _serve_connection(
         self, endpoint: str, stream: trio.abc.Stream, tls: bool = True

@@ -28,8 +28,6 @@ import pytest
 import trio
 
 from sessions.config import Config, SessionConfig
-from sessions.connection import FixConnection
-from sessions.driver import build_settings, open_fix_session
 from sessions.errors import KalshiFixError
 from sessions.logon import LogonOptions
 from sessions.maintenance import KALSHI_MAINTENANCE, MaintenanceCalendar
@@ -72,21 +70,6 @@ DEFAULT_CHILDREN = {
     "orders": Child("KalshiNR", "nr"),
     "dropcopy": Child("KalshiDC", "dc"),
 }
-
-
-def memory_connect(gateway: Gateway) -> Any:
-    """The tree's ``connect`` hook over the gateway's in-memory connections (no TLS)."""
-
-    @asynccontextmanager
-    async def connect(
-        cfg: SessionConfig, *, store: Any, signer: Any, clock: Any
-    ) -> AsyncIterator[Any]:
-        stream = gateway.connect_memory(cfg.profile.name)
-        connection = FixConnection(build_settings(cfg, signer.sign), store)
-        async with open_fix_session(stream, connection, clock=clock, peer_name=cfg.name) as s:
-            yield s
-
-    return connect
 
 
 def build_configs(
@@ -274,7 +257,7 @@ async def open_rig(
             (config, sup_config),
             observers=app.observers,
             clock=gateway.clock,
-            connect=memory_connect(gateway),
+            connect=gateway.memory_connector(),
             rng=random.Random(seed),
         ) as sup:
             rig = Rig(gateway, sup, app)
