@@ -243,6 +243,7 @@ class SessionChild:
     async def stop(self) -> None:
         """Stop the child and wait until it is down; bounded by its Logout timeout."""
         if not self._started:
+            self._stop.set()  # run() may still be scheduled: it must not begin now
             self._set_state(ChildState.SHUTDOWN, "never started")
             self.done.set()
             self.settled.set()
@@ -272,6 +273,9 @@ class SessionChild:
     # ------------------------------------------------------------------ the task
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The child's task: supervise the session until stopped."""
+        if self._stop.is_set():  # the supervisor shut down before this task began
+            task_status.started()
+            return
         self._started = True
         try:
             # Shielded: a cancellation from outside the supervisor (the application's scope)

@@ -513,8 +513,12 @@ class Supervisor:
                     self._start_scope.cancel()
                 assert self._nursery is not None
                 for name in self._order:
+                    if self._shutdown_requested.is_set():
+                        break  # no point dialling a session only to log it out
                     child = self._children[name]
-                    await self._nursery.start(child.run)
+                    # Not nursery.start: in a scope already cancelled (the body raised before
+                    # this task first ran) Trio leaves a shielded child inside start() for good.
+                    self._nursery.start_soon(child.run)
                     await child.settled.wait()
             self._start_scope = None
             self._started_all.set()

@@ -333,6 +333,42 @@ async def test_an_exception_in_the_body_logs_out_and_propagates_unwrapped(
     ]
 
 
+async def test_an_exception_in_the_body_before_any_logon_ends_at_once(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    # The body raises before the start sequence has run at all: no session may be dialled,
+    # and the shutdown must not wait on children that never began.
+    gw = kalshi_gateway
+    rec = Recorder()
+    config = build_config(gw, tmp_path, THREE)
+    start = trio.current_time()
+    with pytest.raises(LookupError, match="application bug"):
+        async with Supervisor(config, observers=[rec], clock=gw.clock) as sup:
+            raise LookupError("application bug")
+    assert trio.current_time() - start < 1.0
+    assert rec.ups == [] and rec.downs == []
+    assert {name: s.state for name, s in sup.status().items()} == {
+        "dc": ChildState.SHUTDOWN, "orders": ChildState.SHUTDOWN, "rt": ChildState.SHUTDOWN
+    }
+
+
+async def test_an_exception_in_the_body_during_the_start_sequence_stops_every_session(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    gw = kalshi_gateway
+    rec = Recorder()
+    config = build_config(gw, tmp_path, THREE)
+    with trio.fail_after(60):
+        with pytest.raises(LookupError, match="application bug"):
+            async with Supervisor(config, observers=[rec], clock=gw.clock) as sup:
+                await sup.handle("dc").wait_active()
+                raise LookupError("application bug")
+    assert all(not child.running for child in sup._children.values())
+    assert [(d.name, d.kind) for d in rec.downs if d.name == "dc"] == [
+        ("dc", DownKind.SHUTDOWN)
+    ]
+
+
 async def test_outer_cancellation_still_logs_out_every_session(
     kalshi_gateway, autojump_clock, tmp_path
 ):
