@@ -160,9 +160,20 @@ def _from_reason(
             "ResetSeqNumFlag(141)=Y on every Logon. Check reset_seq_num_on_logon for "
             f"{_endpoint(session)}",
         )
+    if reason is LogoutReason.SENDING_TIME and not during_logon:
+        # After a Logon Kalshi accepted, our clock agreed with Kalshi's to 30 s (SendingTime is
+        # in the signed Logon text). A later complaint means our messages sat in a stalled
+        # connection, not that the clock drifted 30 s within a session: retry.
+        return _retry(
+            reason.value,
+            f"Kalshi logged the session out for SendingTime(52){said} after accepting its "
+            "Logon: our messages reached it late (a stalled connection). Logging on again; "
+            "if this repeats, check the network path and the host's NTP synchronisation",
+            min_delay=key_busy_delay(heartbeat_interval),
+        )
     if reason is LogoutReason.SENDING_TIME:
-        # Not retried: a clock 30 s off does not fix itself between attempts, and every
-        # attempt spends a rate-limited Logon.
+        # Not retried: a clock 30 s off at Logon does not fix itself between attempts, and
+        # every attempt spends a rate-limited Logon.
         return _stop(
             reason.value,
             f"Kalshi rejected SendingTime(52){said}: this host's clock is more than 30 s off. "
@@ -259,6 +270,17 @@ def _from_local_verdict(
             "the peer's messages carry CompIDs other than expected: the port reached is not "
             f"the configured endpoint {_endpoint(session)} ({_port_table()}). Check endpoint, "
             "host and port",
+        )
+    if reason is LogoutReason.SENDING_TIME and ended.was_logged_on:
+        # The peer's Logon answer was within the tolerance, so the clocks agreed then; a
+        # message that arrives too old later sat in a stalled connection (or the simulated
+        # gateway held it). Reconnecting is the cure, not stopping the session for good.
+        return _retry(
+            "sending_time",
+            "a message from the peer arrived with a SendingTime(52) beyond the tolerance after "
+            "a Logon whose clocks agreed: it was delayed in transit (a stalled connection). "
+            "Logging on again; if this repeats, check the network path and NTP",
+            min_delay=key_busy,
         )
     if reason is LogoutReason.SENDING_TIME:
         return _stop(

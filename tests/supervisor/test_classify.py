@@ -72,6 +72,31 @@ def test_every_logout_reason_has_a_decision(
         assert decision.explanation
 
 
+def test_sending_time_after_an_accepted_logon_is_a_stall_and_is_retried() -> None:
+    # Kalshi's complaint mid-session: our messages reached it late.
+    peer = classify_outcome(peer_logout("SendingTime accuracy problem", LogoutReason.SENDING_TIME,
+                                        logged_on=True), 10)
+    # Our own core's verdict on a late message from the peer, after a Logon whose clocks agreed.
+    local = classify_outcome(
+        SessionEnded(initiated_by="error", reason=LogoutReason.SENDING_TIME, was_logged_on=True),
+        10,
+    )
+    for decision in (peer, local):
+        assert decision.action == "retry"
+        assert decision.counts_toward_intensity
+        assert decision.min_delay == key_busy_delay(10)
+        assert "stalled connection" in decision.explanation
+
+
+def test_sending_time_at_logon_means_the_clock_is_off_and_stops() -> None:
+    decision = classify_outcome(
+        SessionEnded(initiated_by="error", reason=LogoutReason.SENDING_TIME, was_logged_on=False),
+        10,
+    )
+    assert decision.action == "stop"
+    assert "NTP" in decision.explanation
+
+
 @pytest.mark.parametrize(("heartbeat", "wait"), [(4, 8.0), (10, 20.0), (30, 60.0), (45, 60.0)])
 def test_already_exists_waits_two_heartbeats_capped_at_60_s(heartbeat: int, wait: float) -> None:
     decision = classify_outcome(peer_logout("already exists", LogoutReason.ALREADY_EXISTS), heartbeat)
