@@ -534,30 +534,12 @@ class SessionChild:
 
     def _decide(self, outcome: SessionEnded | Exception, attempt: _Attempt) -> RestartDecision:
         cfg = attempt.config
-        decision = classify_outcome(outcome, float(cfg.heartbeat_interval), session=cfg)
-        # Only an attempt that kept its sequence numbers takes these fallbacks (Kalshi may also
-        # accept the Logon and log out at once: "MsgSeqNum too low"); they cannot repeat in a
-        # row, since the next Logon resets.
-        continuity_refused = not (cfg.reset_seq_num_on_logon or cfg.profile.reset_mandatory)
-        if decision.cause == "reset_required" and continuity_refused:
-            # We tried to keep sequence continuity (KalshiRT after the window) and the gateway
-            # wants a reset (the older reading of REFERENCE §1.6): fall back to 141=Y once.
-            # Messages missed meanwhile are recovered by reconciliation, which the observers
-            # start on this session_down / the reset session_up. A planned fallback, not counted.
-            return RestartDecision(
-                "retry",
-                "reset_required",
-                "Kalshi wants ResetSeqNumFlag(141)=Y on this Logon (sequence continuity was "
-                "attempted); logging on again with a sequence reset, and messages missed in "
-                "between are recovered through drop copy",
-                counts_toward_intensity=False,
-                reset_next_logon=True,
-            )
-        if decision.cause == "sequence" and continuity_refused:
-            # The same fallback for a Logon refused for its sequence numbers (classify already
-            # asks for the reset).
-            return attrs.evolve(decision, counts_toward_intensity=False)
-        return decision
+        return classify_outcome(
+            outcome,
+            float(cfg.heartbeat_interval),
+            session=cfg,
+            kept_sequence=not (cfg.reset_seq_num_on_logon or cfg.profile.reset_mandatory),
+        )
 
     def _maintenance_reason(self, planned: DownKind | None, decision: RestartDecision) -> str:
         if planned is DownKind.MAINTENANCE:

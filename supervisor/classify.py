@@ -396,19 +396,48 @@ def classify_outcome(
     heartbeat_interval: float,
     *,
     session: SessionConfig | None = None,
+    kept_sequence: bool = False,
 ) -> RestartDecision:
     """Decide what to do after a session attempt ended with ``outcome``.
 
     ``outcome`` is the :class:`~sessions.events.SessionEnded` event or the exception the attempt
     raised (an exception group is judged by its most severe member). ``heartbeat_interval`` is
     the HeartBtInt the session used, in seconds. ``session``, when given, lets the explanation
-    name the key id, endpoint and port.
+    name the key id, endpoint and port. ``kept_sequence`` says the attempt's Logon tried to keep
+    sequence continuity (ResetSeqNumFlag(141)=N, KalshiRT): a refusal of that is answered with
+    one reset Logon instead of a stop (see :func:`_continuity_fallback`).
     """
     if isinstance(outcome, SessionEnded):
-        return _from_session_ended(outcome, heartbeat_interval, session)
-    if isinstance(outcome, Exception):
-        return _from_exception(outcome, heartbeat_interval, session)
-    raise TypeError(
-        f"outcome must be a SessionEnded event or an exception, got {type(outcome).__name__}"
-    )
+        decision = _from_session_ended(outcome, heartbeat_interval, session)
+    elif isinstance(outcome, Exception):
+        decision = _from_exception(outcome, heartbeat_interval, session)
+    else:
+        raise TypeError(
+            f"outcome must be a SessionEnded event or an exception, got {type(outcome).__name__}"
+        )
+    return _continuity_fallback(decision) if kept_sequence else decision
+
+
+def _continuity_fallback(decision: RestartDecision) -> RestartDecision:
+    """An attempt that kept its sequence numbers and was refused for them falls back to a reset.
+
+    Kalshi may refuse continuity outright (the older reading of REFERENCE §1.6: every Logon
+    after the window needs ResetSeqNumFlag=Y) or accept the Logon and log out at once ("MsgSeqNum
+    too low"). Either way the next Logon resets, so this cannot repeat in a row; messages missed
+    meanwhile are recovered through the drop copy, which the observers start on the
+    session_down / reset session_up pair. A planned fallback: not counted toward the intensity.
+    """
+    if decision.cause == LogoutReason.RESET_REQUIRED.value:
+        return RestartDecision(
+            "retry",
+            decision.cause,
+            "Kalshi wants ResetSeqNumFlag(141)=Y on this Logon (sequence continuity was "
+            "attempted); logging on again with a sequence reset, and messages missed in "
+            "between are recovered through drop copy",
+            counts_toward_intensity=False,
+            reset_next_logon=True,
+        )
+    if decision.cause == LogoutReason.SEQUENCE.value:
+        return attrs.evolve(decision, counts_toward_intensity=False, reset_next_logon=True)
+    return decision
 

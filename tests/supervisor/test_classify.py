@@ -279,3 +279,27 @@ def test_base_exceptions_are_not_outcomes(exc: BaseException) -> None:
 def test_other_objects_are_refused() -> None:
     with pytest.raises(TypeError):
         classify_outcome("already exists", 30)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reason", [LogoutReason.RESET_REQUIRED, LogoutReason.SEQUENCE])
+def test_a_refused_continuity_logon_falls_back_to_one_reset_not_counted(
+    reason: LogoutReason,
+) -> None:
+    refused = LogonRejected("refused", text="some text", reason=reason.value)
+    kept = classify_outcome(refused, 30, kept_sequence=True)
+    assert kept.action == "retry"
+    assert kept.reset_next_logon
+    assert not kept.counts_toward_intensity
+    assert "drop copy" in kept.explanation
+    # A Logon that already reset has no fallback left: the ordinary decision stands.
+    plain = classify_outcome(refused, 30, kept_sequence=False)
+    assert plain == classify_outcome(refused, 30)
+    assert plain.counts_toward_intensity is (reason is LogoutReason.SEQUENCE)
+
+
+def test_kept_sequence_changes_no_other_decision() -> None:
+    for reason in LogoutReason:
+        if reason in (LogoutReason.RESET_REQUIRED, LogoutReason.SEQUENCE):
+            continue
+        outcome = peer_logout("some text", reason)
+        assert classify_outcome(outcome, 30, kept_sequence=True) == classify_outcome(outcome, 30)
