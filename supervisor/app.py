@@ -206,7 +206,7 @@ class Components:
             async for event in subscription:
                 self.status.publish(event)
 
-        supervisor._spawn(pump)
+        supervisor.spawn(pump)
 
     def close(self) -> None:
         """Close the journal and the ledger (after the supervisor has shut down). Idempotent."""

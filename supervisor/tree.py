@@ -416,7 +416,7 @@ class Supervisor:
             self._observer_nursery = await self._nursery.start(self._host_observer_tasks)
             handles = self.handles
             for observer in self._observers:
-                observer.attach(handles, self._spawn, self.clock)
+                observer.attach(handles, self.spawn, self.clock)
         except BaseException as exc:
             self._done.set()
             self._end_subscriptions()
@@ -486,7 +486,11 @@ class Supervisor:
                 task_status.started(nursery)
                 await trio.sleep_forever()
 
-    def _spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
+    def spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``fn()`` as a component task beside the sessions (what observers get as
+        ``spawn`` in ``attach``): it runs until the sessions are down, and an exception from it
+        shuts the supervisor down and is raised from the ``async with``. After the shutdown it
+        is not started (logged as a warning)."""
         nursery = self._observer_nursery
         if nursery is None or self._done.is_set():
             log.warning("a component tried to start a task after the supervisor shut down")

@@ -163,7 +163,7 @@ class Rig:
 
     def start_consumer(self) -> None:
         """Consume the executions into :attr:`received` from now on (a new consumer)."""
-        self.supervisor._spawn(lambda: _consume(self))
+        self.supervisor.spawn(lambda: _consume(self))
 
     def nr(self) -> Any:
         return self.handle("orders")
@@ -263,9 +263,9 @@ async def open_rig(
             rig = Rig(gateway, sup, app)
             app.follow(sup)
             if consume:
-                sup._spawn(lambda: _consume(rig))
+                sup.spawn(lambda: _consume(rig))
             sub = app.orders.subscribe()
-            sup._spawn(lambda: _collect(rig, sub))
+            sup.spawn(lambda: _collect(rig, sub))
             yield rig
     finally:
         app.close()
