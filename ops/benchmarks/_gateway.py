@@ -15,11 +15,17 @@ two additions the benchmarks need:
   model while KEY has no connection (so none of the reports reaches any session: they are the
   executions a client missed). Prints ``PRELOADED <executions of the account>`` before the
   endpoint lines.
+
+Profiling: with ``KALSHI_GATEWAY_PROFILE=PATH`` in the environment the gateway runs under
+:mod:`cProfile` and writes its statistics to PATH when it exits (``python -m pstats PATH``), so
+the gateway's share of a benchmark can be looked into without changing the benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -110,5 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _profiled_main() -> int:
+    """:func:`main`, under :mod:`cProfile` when ``KALSHI_GATEWAY_PROFILE`` names a file."""
+    path = os.environ.get("KALSHI_GATEWAY_PROFILE")
+    if not path:
+        return main()
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(main)
+    finally:
+        profiler.dump_stats(path)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_profiled_main())
