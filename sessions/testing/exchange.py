@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
+import functools
 import heapq
 import random
 import re
-import uuid
 from collections import deque
 from collections.abc import Callable
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -184,6 +184,17 @@ class LogonFlags:
                 kw[f.name] = value
         return cls(**kw)
 
+    @property
+    def prints_as_default(self) -> bool:
+        """Whether ExecutionReports print for these flags exactly as for the default flags:
+        none of the flags :func:`render_execution_report` looks at is set."""
+        return not (
+            self.use_dollars
+            or self.preserve_original_order_qty
+            or self.use_expired_ord_status
+            or self.split_collateral_return
+        )
+
     def wants_settlement_reports(self, endpoint: str) -> bool:
         """Whether a session on ``endpoint`` with these flags receives UMS (REFERENCE §8)."""
         if endpoint == PT:
@@ -227,8 +238,9 @@ class ExecRecord:
     """One ExecutionReport the exchange generated, with everything needed to print it.
 
     Records with a real ExecID form the ground truth (:meth:`Exchange.ground_truth`) and what the
-    drop copy replays. ``body`` is the report as a session with default Logon flags sees it; other
-    sessions get :func:`render_execution_report` with their own flags.
+    drop copy replays. ``body`` is the report as a session with default Logon flags sees it,
+    rendered once when the record is made; other sessions get :func:`render_execution_report`
+    with their own flags (which hands back ``body`` itself when their flags print the same).
     """
 
     exec_id: str
@@ -269,7 +281,13 @@ class ExecRecord:
     fee: Decimal | None = None
     balance_change: Decimal | None = None
     single_market_return: Decimal | None = None
-    body: tuple[tuple[int, bytes], ...] = ()
+    #: Derived from the fields above (never passed in), so it cannot disagree with them.
+    body: tuple[tuple[int, bytes], ...] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Every report is sent at least once, most of them only to sessions with default
+        # flags: rendering here, once, is what lets those sessions share it.
+        object.__setattr__(self, "body", _render(self, _DEFAULT_FLAGS))
 
     @property
     def exec_key(self) -> tuple[int, int]:
@@ -277,10 +295,21 @@ class ExecRecord:
         return _parse_exec_id(self.exec_id)[:2]  # type: ignore[return-value]
 
 
+# The reports of one processing cycle share its TransactTime (and many orders their
+# ExpireTime), so the few recent stamps are kept rather than printed again.
+_timestamp = functools.lru_cache(maxsize=64)(utc_timestamp)
+
+
 def render_execution_report(
     rec: ExecRecord, flags: LogonFlags = _DEFAULT_FLAGS
 ) -> tuple[tuple[int, bytes], ...]:
     """The body of ``rec`` as a session with ``flags`` receives it (REFERENCE §4.7)."""
+    if flags.prints_as_default:
+        return rec.body
+    return _render(rec, flags)
+
+
+def _render(rec: ExecRecord, flags: LogonFlags) -> tuple[tuple[int, bytes], ...]:
     exec_type, ord_status = rec.exec_type, rec.ord_status
     if rec.expiry and flags.use_expired_ord_status:
         exec_type = ord_status = "C"
@@ -302,7 +331,7 @@ def render_execution_report(
     if rec.price is not None:
         b.append((44, fmt_price(rec.price, dollars)))
     if rec.expire_time is not None:
-        b.append((126, utc_timestamp(rec.expire_time)))
+        b.append((126, _timestamp(rec.expire_time)))
     b += [
         (14, fmt_qty(rec.cum_qty)),
         (151, fmt_qty(rec.leaves_qty)),
@@ -310,7 +339,7 @@ def render_execution_report(
     ]
     if rec.last_qty is not None and rec.last_px is not None:
         b += [(31, fmt_price(rec.last_px, dollars)), (32, fmt_qty(rec.last_qty))]
-    b.append((60, utc_timestamp(rec.time)))
+    b.append((60, _timestamp(rec.time)))
     if rec.rej_reason is not None:
         b.append((103, str(rec.rej_reason).encode()))
     if rec.text is not None:
@@ -477,7 +506,23 @@ def _fmt_exec_id(clock: int, event: int, index: int) -> str:
 # --- field parsing (raise _FieldProblem → 35=3) ---------------------------------------------
 
 
-def _need(msg: FixMessage, tag: int) -> bytes:
+class _Fields(Protocol):
+    """Where a handler reads fields from: a :class:`FixMessage`, or :func:`_first_values`."""
+
+    def get(self, tag: int) -> bytes | None: ...
+
+
+def _first_values(msg: FixMessage) -> dict[int, bytes]:
+    """Tag → the value of its first occurrence (what ``msg.get`` returns), built in one pass.
+
+    A NewOrderSingle handler asks for some twenty tags; a dict answers each at once where
+    :meth:`FixMessage.get` scans the message again every time.
+    """
+    # Reversed, so that the first occurrence is the last one written and wins.
+    return dict(reversed(msg.pairs))
+
+
+def _need(msg: _Fields, tag: int) -> bytes:
     v = msg.get(tag)
     if v is None:
         raise _FieldProblem(tag, 1, f"Required tag missing: {tag}")
@@ -519,7 +564,7 @@ def _bool(v: bytes | None, tag: int) -> bool | None:
     return v == b"Y"
 
 
-def _parties(msg: FixMessage) -> tuple[tuple[int, bytes], ...] | None:
+def _parties(msg: _Fields) -> tuple[tuple[int, bytes], ...] | None:
     """The Parties group (453/448/452) as sent, ``()`` if absent, ``None`` if not as Kalshi wants."""
     n = msg.get(453)
     if n is None:
@@ -576,6 +621,9 @@ class Exchange:
         self._accounts: dict[str, _Account] = {}
         self._keys: dict[str, _Key] = {}
         self._sessions: dict[str, _Session] = {}
+        # Account → its sessions in key order (what _sessions_of answers), filled on demand and
+        # dropped whenever a session comes or goes: every report asks, sessions rarely change.
+        self._account_sessions: dict[str, list[_Session]] = {}
         self._markets: dict[str, _Market] = {}
         self._groups: dict[str, _OrderGroup] = {}
         self._open_orders: dict[str, Order] = {}
@@ -789,6 +837,7 @@ class Exchange:
                 "(disconnect() the old session first)"
             )
         self._advance(now)
+        self._account_sessions.clear()
         self._sessions[key_id] = _Session(
             key_id=key_id,
             account_id=key.account_id,
@@ -807,6 +856,7 @@ class Exchange:
         sess = self._sessions.pop(key_id, None)
         if sess is None:
             return out
+        self._account_sessions.clear()
         # Scope: orders entered through this key (REFERENCE §11 #26).
         if sess.endpoint in _ORDER_ENTRY and sess.flags.cancel_orders_on_disconnect:
             for order in sorted(self._open_orders.values(), key=lambda o: o.seq):
@@ -1005,7 +1055,15 @@ class Exchange:
     # ==========================================================================================
 
     def _uuid(self) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        """A version-4 UUID from the seeded generator (the text ``uuid.UUID(int=n, version=4)``
+        prints, without building the object: one is minted for every order)."""
+        n = self._rng.getrandbits(128)
+        # RFC 4122 variant (10xx in the clock-sequence octet) and version 4 (0100 in the
+        # time_hi_and_version field), the bits uuid.UUID sets for version=4.
+        n = (n & ~(0xC000 << 48)) | (0x8000 << 48)
+        n = (n & ~(0xF000 << 64)) | (0x4000 << 64)
+        h = "%032x" % n
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def _account(self, account_id: str) -> _Account:
         try:
@@ -1039,11 +1097,15 @@ class Exchange:
         return out
 
     def _sessions_of(self, account_id: str) -> list[_Session]:
-        return [
-            self._sessions[k]
-            for k in sorted(self._sessions)
-            if self._sessions[k].account_id == account_id
-        ]
+        """The account's sessions in key order (shared: callers must not modify the list)."""
+        found = self._account_sessions.get(account_id)
+        if found is None:
+            found = self._account_sessions[account_id] = [
+                self._sessions[k]
+                for k in sorted(self._sessions)
+                if self._sessions[k].account_id == account_id
+            ]
+        return found
 
     def _add_timer(self, when: float, kind: str, ref: str) -> None:
         self._timer_seq += 1
@@ -1109,7 +1171,8 @@ class Exchange:
 
     # --- execution reports -------------------------------------------------------------------
 
-    def _next_exec_id(self, index: int) -> str:
+    def _next_exec_id(self, index: int) -> tuple[str, tuple[int, int]]:
+        """A new ExecID of ``index`` and its (clock, event) key (what ``exec_key`` parses)."""
         st = self._exec_clock.setdefault(index, [0, 0, -1])
         # The clock moves once per processing cycle, the event counter once per report: both
         # strictly increase, so ExecIDs compare as (clock, event) tuples (REFERENCE §11 #10).
@@ -1117,7 +1180,7 @@ class Exchange:
             st[0] += 1
             st[2] = self._cycle
         st[1] += 1
-        return _fmt_exec_id(st[0], st[1], index)
+        return _fmt_exec_id(st[0], st[1], index), (st[0], st[1])
 
     def _recipients(self, order: Order) -> list[_Session]:
         """Sessions that get the order's reports: the entering key and the account's listeners.
@@ -1151,7 +1214,7 @@ class Exchange:
         rej_reason: int | None = None,
         **extra: Any,
     ) -> ExecRecord:
-        rec = ExecRecord(
+        return ExecRecord(
             exec_id=exec_id,
             exchange_index=order.exchange_index,
             account_id=order.account_id,
@@ -1176,17 +1239,14 @@ class Exchange:
             parties=order.parties,
             **extra,
         )
-        return attrs.evolve(rec, body=render_execution_report(rec))
 
     def _exec(
         self, order: Order, exec_type: str, ord_status: str, out: list[Outbound], **kw: Any
     ) -> ExecRecord:
         """Generate a real execution (new ExecID): store it and deliver it."""
-        rec = self._record(
-            order, exec_type, ord_status, exec_id=self._next_exec_id(order.exchange_index), **kw
-        )
         index = order.exchange_index
-        k = rec.exec_key
+        exec_id, k = self._next_exec_id(index)
+        rec = self._record(order, exec_type, ord_status, exec_id=exec_id, **kw)
         keys, times = self._exec_log.setdefault(index, ([], []))
         keys.append(k)
         times.append(rec.time)
@@ -1523,30 +1583,31 @@ class Exchange:
     ) -> None:
         acct = self._accounts[sess.account_id]
         flags = sess.flags
-        cl = _text(_need(msg, 11))
-        qty = _dec(_need(msg, 38), 38)
-        ord_type = _need(msg, 40)
-        raw_price = _dec(_need(msg, 44), 44)
-        side = _text(_need(msg, 54))
-        symbol = _text(_need(msg, 55))
-        tif = msg.get(59) or self.config.default_tif.encode()
-        expire_raw = msg.get(126)
+        fields = _first_values(msg)
+        cl = _text(_need(fields, 11))
+        qty = _dec(_need(fields, 38), 38)
+        ord_type = _need(fields, 40)
+        raw_price = _dec(_need(fields, 44), 44)
+        side = _text(_need(fields, 54))
+        symbol = _text(_need(fields, 55))
+        tif = fields.get(59) or self.config.default_tif.encode()
+        expire_raw = fields.get(126)
         expire_time: float | None = None
         if expire_raw is not None:
             try:
                 expire_time = parse_utc_timestamp(expire_raw)
             except ValueError:
                 raise _FieldProblem(126, 6, "Incorrect data format for value of tag 126") from None
-        exec_inst = msg.get(18)
-        stp = _int(msg.get(2964), 2964)
+        exec_inst = fields.get(18)
+        stp = _int(fields.get(2964), 2964)
         # 526 is the documented group field; 20130 accepted as an alias (REFERENCE §11 #19).
-        group_raw = msg.get(526) or msg.get(20130)
-        cancel_on_pause = _bool(msg.get(21006), 21006) or False
-        max_cost = _dec(msg.get(21009), 21009)
-        ex_dest = _int(msg.get(100), 100)
-        alloc = _int(msg.get(79), 79)
-        parties = _parties(msg)
-        quote_id = msg.get(117)
+        group_raw = fields.get(526) or fields.get(20130)
+        cancel_on_pause = _bool(fields.get(21006), 21006) or False
+        max_cost = _dec(fields.get(21009), 21009)
+        ex_dest = _int(fields.get(100), 100)
+        alloc = _int(fields.get(79), 79)
+        parties = _parties(fields)
+        quote_id = fields.get(117)
         assert qty is not None and raw_price is not None
         market = self._markets.get(symbol)
         sub = alloc or 0

@@ -9,7 +9,8 @@ matching policy (self-trade prevention, order groups, reports) lives in the exch
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 import attrs
@@ -40,6 +41,31 @@ _QTY_STEP = Decimal("0.01")
 _DOLLAR_STEP = Decimal("0.0001")
 
 
+# Printing a Decimal costs microseconds, and every ExecutionReport prints several of a few
+# recurring values (one-lot quantities, a market's prices, zero), so the texts are memoised.
+# Each text depends on the number alone, except that Decimal("-0") == Decimal("0") prints
+# "-0.00": the sign is part of the key. Bounded: emptied when full (values a run keeps using
+# come straight back).
+_MEMO_LIMIT = 4096
+
+
+def _memoised(render: Callable[[Decimal], bytes]) -> Callable[[Decimal], bytes]:
+    memo: dict[tuple[Decimal, bool], bytes] = {}
+
+    def text(value: Decimal) -> bytes:
+        key = (value, value.is_signed())
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            found = memo[key] = render(value)
+        return found
+
+    functools.update_wrapper(text, render)
+    return text
+
+
+@_memoised
 def fmt_qty(qty: Decimal) -> bytes:
     """A quantity with at least two decimals (``14=10.00``; since FIX 1.0.18)."""
     q = qty.quantize(_QTY_STEP)
@@ -54,11 +80,15 @@ def fmt_price(price: Decimal, dollars: bool) -> bytes:
     Cent prices print as integers when whole (``44=75``) and with the fraction otherwise (an
     average price, or a sub-cent price a cents session cannot otherwise see).
     """
-    if dollars:
-        return format(price.quantize(_DOLLAR_STEP, ROUND_HALF_EVEN), "f").encode("ascii")
-    return fmt_cents(price)
+    return _fmt_dollars(price) if dollars else fmt_cents(price)
 
 
+@_memoised
+def _fmt_dollars(price: Decimal) -> bytes:
+    return format(price.quantize(_DOLLAR_STEP, ROUND_HALF_EVEN), "f").encode("ascii")
+
+
+@_memoised
 def fmt_cents(price: Decimal) -> bytes:
     """A dollar price in cents: ``75`` or ``74.5``."""
     cents = (price * 100).quantize(_DOLLAR_STEP, ROUND_HALF_EVEN)
