@@ -243,7 +243,11 @@ async def run_check(
         store = open_session_store(cfg, session_clock())
     except StoreError as exc:
         return report.fail("store", t, exc, [], EXIT_CONFIG)
-    report.step(True, "store", t, str(cfg.store_dir))
+    where = (
+        str(cfg.store_dir) if cfg.uses_durable_store
+        else "in memory (every Logon resets the sequence numbers)"
+    )
+    report.step(True, "store", t, where)
     try:
         return await _check_online(cfg, signer, store, session_clock, report, test_request_timeout)
     finally:

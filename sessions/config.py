@@ -58,6 +58,7 @@ _SESSION_KEYS = (
     "reset_seq_num_on_logon",
     "retransmission",
     "store_dir",
+    "durable_store",
     "logout_timeout",
     "connect_timeout",
     "logon",
@@ -147,6 +148,10 @@ class SessionConfig:
     )
     logon: LogonOptions = attrs.field(factory=LogonOptions)
     store_dir: Path = attrs.field(default=DEFAULT_STORE_DIR, converter=Path)
+    #: Keep sequence numbers and sent messages in an SQLite file in ``store_dir`` (``True``) or
+    #: in memory (``False``); ``None`` decides by :attr:`keeps_sequence` (see
+    #: :attr:`uses_durable_store`).
+    durable_store: bool | None = None
     logout_timeout: float = attrs.field(default=DEFAULT_LOGOUT_TIMEOUT, converter=_float)
     connect_timeout: float = attrs.field(default=DEFAULT_CONNECT_TIMEOUT, converter=_float)
     #: ``"demo"`` / ``"production"`` when given in the config (informational once host is set).
@@ -163,10 +168,28 @@ class SessionConfig:
         self.logon.validate(self.profile)
         if not self.tls and (self.ca_file is not None or self.pin_sha256 is not None):
             raise ConfigError("ca_file and pin_sha256 need tls = true")
+        if self.durable_store is False and self.keeps_sequence:
+            raise ConfigError(
+                "durable_store = false needs reset_seq_num_on_logon = true: a session that keeps "
+                "its sequence numbers across Logons must keep them in the durable store"
+            )
         for what, value in (("logout_timeout", self.logout_timeout),
                             ("connect_timeout", self.connect_timeout)):
             if not value > 0:
                 raise ConfigError(f"{what} must be a positive number of seconds")
+
+    @property
+    def keeps_sequence(self) -> bool:
+        """Whether a Logon may continue the previous sequence numbers (ResetSeqNumFlag=N)."""
+        return not self.reset_seq_num_on_logon
+
+    @property
+    def uses_durable_store(self) -> bool:
+        """Whether the session's store is the SQLite file. By default only a session that keeps
+        its sequence numbers across Logons (KalshiRT) needs one: where every Logon resets them
+        (NR, DC, PT, RFQ by default), nothing stored outlives the connection, and a disk commit
+        per message would only add latency."""
+        return self.keeps_sequence if self.durable_store is None else self.durable_store
 
     @property
     def target_comp_id(self) -> str:
@@ -402,6 +425,13 @@ def _parse_session(name: str, table: Mapping[str, Any], path: Path, where: str) 
         raise t.error(key, message)
 
     store_dir = t.get("store_dir", "a path string", _is_str, None)
+    durable_store = t.get("durable_store", "true or false", _is_bool, None)
+    if durable_store is False and not reset:
+        raise t.error(
+            "durable_store",
+            "false needs reset_seq_num_on_logon = true: a session that keeps its sequence "
+            "numbers across Logons must keep them in the durable store",
+        )
     timeouts: dict[str, float] = {}
     for key, default in (("logout_timeout", DEFAULT_LOGOUT_TIMEOUT),
                          ("connect_timeout", DEFAULT_CONNECT_TIMEOUT)):
@@ -432,6 +462,7 @@ def _parse_session(name: str, table: Mapping[str, Any], path: Path, where: str) 
             retransmission=retransmission,
             logon=logon,
             store_dir=base / DEFAULT_STORE_DIR if store_dir is None else _resolve(base, store_dir),
+            durable_store=durable_store,
             logout_timeout=timeouts["logout_timeout"],
             connect_timeout=timeouts["connect_timeout"],
             environment=environment,

@@ -50,7 +50,7 @@ from .events import (
 )
 from .message import FixMessage, Value, to_bytes
 from .settings import Role, SessionSettings
-from .store import MessageStore, SqliteStore
+from .store import MemoryStore, MessageStore, SqliteStore
 from .transport import looks_like_tls, open_transport
 
 __all__ = [
@@ -174,6 +174,9 @@ class FixSession:
         self._in_flight = 0
         self._writer_wake = trio.Event()
         self._timer_wake = trio.Event()
+        # The deadline (session clock) the timer task sleeps towards; None: it must be woken
+        # on any change. Lets _after_core skip waking it when a deadline only moved later.
+        self._timer_deadline: float | None = None
         self._drained = trio.lowlevel.ParkingLot()
         self._logon_settled = trio.Event()
         self._done = trio.Event()
@@ -422,8 +425,19 @@ class FixSession:
             self._send_scope.deadline = min(
                 self._send_scope.deadline, trio.current_time() + _CLOSE_GRACE
             )
-        if timer or self._conn.closed:
+        if self._conn.closed:
             self._timer_wake.set()
+        elif timer:
+            # Most traffic only pushes the deadlines later (a message received resets the
+            # silence timer); the timer task then wakes at its old deadline, finds nothing
+            # due and sleeps again. Waking it for every received chunk costs a task switch each.
+            current = self._timer_deadline
+            if current is None:
+                self._timer_wake.set()
+            else:
+                new = self._conn.next_deadline()
+                if new is not None and new < current:
+                    self._timer_wake.set()
 
     def _transport_failed(self, exc: BaseException | None, doing: str) -> None:
         """The stream broke (``exc``) or hit EOF (``None``): end the session."""
@@ -484,6 +498,7 @@ class FixSession:
             last_fired: float | None = None
             while not self._conn.closed:
                 wake = self._timer_wake = trio.Event()
+                self._timer_deadline = None
                 if trio.current_time() < self._timers_paused_until:
                     with trio.move_on_at(self._timers_paused_until):
                         await wake.wait()
@@ -492,6 +507,7 @@ class FixSession:
                 if deadline is None:
                     await wake.wait()
                     continue
+                self._timer_deadline = deadline
                 delay = deadline - self._now()
                 if deadline == last_fired:
                     delay = max(delay, _TIMER_RETRY)
@@ -714,8 +730,12 @@ def build_settings(session_config: Any, sign_logon: Callable[[bytes], bytes] | N
     )
 
 
-def open_session_store(session_config: Any, now: float) -> SqliteStore:
-    """The durable store of a configured session, in its ``store_dir``."""
+def open_session_store(session_config: Any, now: float) -> MessageStore:
+    """The store of a configured session: the :class:`~sessions.store.SqliteStore` in its
+    ``store_dir`` when it uses a durable store (``SessionConfig.uses_durable_store``), else a
+    :class:`~sessions.store.MemoryStore`."""
+    if not getattr(session_config, "uses_durable_store", True):
+        return MemoryStore(now=now)
     return SqliteStore.open(
         session_config.store_dir,
         session_config.profile.target_comp_id,
@@ -736,8 +756,8 @@ async def connect_session(
     """Connect a configured session (:class:`~sessions.config.SessionConfig`) and yield the
     started :class:`FixSession` (Logon sent; use ``wait_logged_on``).
 
-    ``signer`` defaults to the configured private key; ``store`` to the SqliteStore in
-    ``store_dir`` (closed on exit). Raises :class:`~sessions.errors.ConfigError`,
+    ``signer`` defaults to the configured private key; ``store`` to :func:`open_session_store`
+    (closed on exit). Raises :class:`~sessions.errors.ConfigError`,
     :class:`~sessions.errors.KeyLoadError`, :class:`~sessions.errors.StoreError` or
     :class:`~sessions.errors.TransportError` (and its TLS subclasses) before yielding.
     """

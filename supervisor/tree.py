@@ -14,9 +14,9 @@ Embedded use::
 
 * **Start.** Every API key is locked for this process (:class:`~supervisor.keys.ProcessKeyLock`;
   another process holding one → :class:`~supervisor.errors.KeyLockedByOtherProcess` from the
-  ``async with``), every private key is loaded and every session's durable
-  :class:`~sessions.store.SqliteStore` opened (so KalshiRT keeps its sequence numbers across
-  process restarts); then the observers are attached, and only then the children start, in
+  ``async with``), every private key is loaded and every session's store opened
+  (:func:`~sessions.driver.open_session_store`: the SQLite file for a session that keeps its
+  sequence numbers, so KalshiRT continues them across process restarts); then the observers are attached, and only then the children start, in
   ``start_order``: the next child starts once the previous one *settled* — logged on (a child
   counts as started only when its Logon was answered), or failed its first attempt, or waits for
   the maintenance window — so one unreachable session does not hold up the others.

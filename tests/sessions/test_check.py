@@ -107,6 +107,18 @@ async def test_check_passes_over_plain_tcp(
         assert f"ok     {step}" in output
     assert " ms  " in output and "check passed" in output
     assert acceptor.signature_ok == [True]
+    # KalshiNR resets its numbers on every Logon: its store lives in memory, no file.
+    assert "in memory" in output
+    assert not (tmp_path / "var" / "fix-store").exists()
+
+
+async def test_check_opens_the_durable_store_when_asked(
+    tmp_path: Path, keys: tuple[Path, rsa.RSAPublicKey]
+) -> None:
+    private, public = keys
+    acceptor = Acceptor(public_key=public)
+    code, output = await check_against(tmp_path, private, acceptor, durable_store="true")
+    assert code == EXIT_OK, output
     assert (tmp_path / "var" / "fix-store").is_dir()  # the session's own durable store
 
 

@@ -195,6 +195,34 @@ def test_pt_may_opt_into_continuity(tmp_path: Path) -> None:
     assert s.reset_seq_num_on_logon is False and s.retransmission is True
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "extra", "durable"),
+    [
+        ("KalshiNR", "", False),  # every Logon resets: nothing to keep across connections
+        ("KalshiDC", "", False),
+        ("KalshiRT", "", True),  # continuity needs the numbers after a process restart
+        ("KalshiNR", "durable_store = true", True),
+        ("KalshiPT", "reset_seq_num_on_logon = false", True),
+    ],
+)
+def test_durable_store_follows_sequence_continuity_unless_set(
+    tmp_path: Path, endpoint: str, extra: str, durable: bool
+) -> None:
+    s = load_config(write(tmp_path, session(extra, endpoint=endpoint))).sessions["orders"]
+    assert s.uses_durable_store is durable
+
+
+def test_durable_store_off_is_refused_where_sequence_numbers_are_kept(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, session("durable_store = false", endpoint="KalshiRT"))
+    assert str(path) in message and "durable_store" in message
+    assert "reset_seq_num_on_logon = true" in message
+    with pytest.raises(ConfigError, match="durable store"):
+        SessionConfig(
+            name="rt", profile=get_profile("KalshiRT"), host="h", port=1, key_id=KEY_A,
+            private_key="k.pem", durable_store=False,
+        )
+
+
 def test_load_signer_reads_the_configured_key(tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
     generate_key_pair(tmp_path / "keys" / "orders.pem", tmp_path / "keys" / "orders.pub")

@@ -499,7 +499,7 @@ async def test_connect_session_over_tls_with_config_key_and_durable_store(
         config = SessionConfig(
             name="orders", profile=get_profile("KalshiNR"), host="127.0.0.1", port=port,
             key_id=KEY_ID, private_key=tmp_path / "k.pem", ca_file=ca_file, pin_sha256=pin,
-            store_dir=tmp_path / "store",
+            store_dir=tmp_path / "store", durable_store=True,
         )
         async with connect_session(config) as session:
             assert session.peer_name == f"127.0.0.1:{port}"
