@@ -116,6 +116,9 @@ _MAX_RETENTION_S = 72 * 3600.0
 _DEFAULT_RETENTION_H = 24
 # How often a retransmitting store is pruned to the session's MessageRetentionPeriod.
 _PRUNE_INTERVAL = 60.0
+# Messages encoded between two chances for the session's writer to send them (a drop-copy
+# replay's chunks; ~250 bytes a report, so a chunk is a few dozen kilobytes).
+_ROUTE_CHUNK = 256
 
 
 def _default_ports() -> dict[str, int]:
@@ -776,7 +779,11 @@ class Gateway:
             ) as session:
                 conn.session = session
                 async for event in session.events():
-                    self._on_event(conn, event)
+                    if isinstance(event, ApplicationMessage):
+                        # The one handler that may await: a long answer goes out in chunks.
+                        await self._on_application(conn, event)
+                    else:
+                        self._on_event(conn, event)
             nursery.cancel_scope.cancel()  # fault timers of this connection
 
     def _on_event(self, conn: _Conn, event: Event) -> None:
@@ -785,8 +792,6 @@ class Gateway:
         elif isinstance(event, LoggedOn):
             conn.logged_on = conn.record.logged_on = True
             self._session_faults_due(conn)
-        elif isinstance(event, ApplicationMessage):
-            self._on_application(conn, event)
         elif isinstance(event, SessionEnded):
             self._release(conn)
 
@@ -860,7 +865,7 @@ class Gateway:
             self._route(self.exchange.disconnect(conn.key_id, self.clock()))
 
     # ------------------------------------------------------------------ application traffic
-    def _on_application(self, conn: _Conn, event: ApplicationMessage) -> None:
+    async def _on_application(self, conn: _Conn, event: ApplicationMessage) -> None:
         if conn.key_id is None or not conn.exchange_connected:
             return
         msg = event.message
@@ -871,7 +876,8 @@ class Gateway:
                     "Undefined tag received", tag,
                 )
                 return
-        self._route(self.exchange.handle(conn.key_id, msg, event.seq_num, self.clock()))
+        outbound = self.exchange.handle(conn.key_id, msg, event.seq_num, self.clock())
+        await self._route_in_chunks(outbound)
 
     def _send_reject(
         self, conn: _Conn, ref_seq: int, ref_msg_type: bytes | None, reason: int | None,
@@ -882,6 +888,22 @@ class Gateway:
         conn.session.send_reject(
             ref_seq, reason, text, ref_tag=ref_tag, ref_msg_type=ref_msg_type
         )
+
+    async def _route_in_chunks(self, outbound: Sequence[Outbound]) -> None:
+        """:meth:`_route`, a chunk at a time, letting the session's writer put each chunk on
+        the wire before the next is encoded.
+
+        A drop-copy replay answers one EventResendRequest with up to tens of thousands of
+        reports; encoded all at once, the client would wait for the last before it got the
+        first. Nothing else is ever sent on a drop-copy session, and this connection handles
+        no other message until the answer is out, so the order on the wire is unchanged. Only
+        a checkpoint separates the chunks: the clock (a MockClock in tests) does not move, and
+        an answer that fits in one chunk (nearly every answer) goes out exactly as before.
+        """
+        for start in range(0, len(outbound), _ROUTE_CHUNK):
+            if start:
+                await trio.lowlevel.checkpoint()
+            self._route(outbound[start : start + _ROUTE_CHUNK])
 
     def _route(self, outbound: Sequence[Outbound]) -> None:
         """Send the exchange's messages to the sessions of their keys (dropped if offline:

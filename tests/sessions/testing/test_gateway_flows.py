@@ -15,6 +15,8 @@ from sessions.events import (
 from sessions.logon import LogonOptions
 from sessions.message import FixMessage
 from sessions.testing.client import collect, new_order, next_app, wait_event
+from sessions.testing.exchange import LogonFlags, render_execution_report
+from sessions.testing.gateway import _ROUTE_CHUNK
 
 SKIP_PENDING = LogonOptions(skip_pending_exec_reports=True)
 
@@ -146,6 +148,33 @@ async def test_drop_copy_replay_and_rejects(kalshi_gateway, autojump_clock) -> N
         gw.exchange.fail_next_drop_copy()
         dc.send_app("U1", [(21001, ids[0])])
         assert f(await next_app(dc, [b"U3"]))[21004] == "2"
+
+
+async def test_drop_copy_replay_longer_than_one_chunk(kalshi_gateway, autojump_clock) -> None:
+    # The gateway sends a long replay in chunks (_ROUTE_CHUNK reports each); what arrives must
+    # be what one piece would have been: every report, in ExecID order, as the ground truth
+    # renders it, and the U2 counting them last.
+    gw = kalshi_gateway
+    mkt = gw.markets[0]
+    count = 2 * _ROUTE_CHUNK + 7
+    gw.exchange.set_tier("ACCT-1", "Prestige")  # a burst of `count` orders within the budget
+    async with gw.connect("KalshiNR", logon=SKIP_PENDING) as nr:
+        await nr.wait_logged_on()
+        for i in range(count):
+            nr.send_app("D", new_order(f"bid-{i}", mkt, 1, 1, 30))  # rests: one 150=0 each
+        acks = await collect(nr, count, [b"8"])
+        assert [f(m)[150] for m in acks] == ["0"] * count
+    truth = gw.ground_truth("ACCT-1")
+    assert len(truth) == count
+    header = {8, 9, 10, 34, 35, 49, 52, 56}
+    async with gw.connect("KalshiDC") as dc:
+        await dc.wait_logged_on()
+        seq = dc.send_app("U1", [(21001, truth[0].exec_id)])
+        replay = await collect(dc, count + 1)
+    assert [m.msg_type for m in replay] == [b"8"] * count + [b"U2"]
+    bodies = [tuple((t, v) for t, v in m.pairs if t not in header) for m in replay[:count]]
+    assert bodies == [render_execution_report(r, LogonFlags()) for r in truth]
+    assert f(replay[-1]) == {**f(replay[-1]), 45: str(seq), 21003: str(count)}
 
 
 async def test_settlement_reports_on_pt(kalshi_gateway, autojump_clock) -> None:
