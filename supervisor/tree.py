@@ -413,7 +413,11 @@ class Supervisor:
             self._release_resources()
             raise
         try:
-            self._observer_nursery = await self._nursery.start(self._host_observer_tasks)
+            # Not nursery.start (see _supervise): entered in a cancelled scope, it would keep
+            # the shielded host task inside start() for good.
+            ready = trio.Event()
+            self._nursery.start_soon(self._host_observer_tasks, ready)
+            await ready.wait()
             handles = self.handles
             for observer in self._observers:
                 observer.attach(handles, self.spawn, self.clock)
@@ -476,14 +480,15 @@ class Supervisor:
             lock.release()
         self._locks = []
 
-    async def _host_observer_tasks(
-        self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def _host_observer_tasks(self, ready: trio.Event) -> None:
         # Shielded like the children: components keep running until the sessions are down;
         # the shutdown cancels this nursery last.
         with trio.CancelScope(shield=True):
+            if self._done.is_set():
+                return  # the entry failed before this task first ran
             async with trio.open_nursery() as nursery:
-                task_status.started(nursery)
+                self._observer_nursery = nursery
+                ready.set()
                 await trio.sleep_forever()
 
     def spawn(self, fn: Callable[[], Awaitable[Any]]) -> None:

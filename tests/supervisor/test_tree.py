@@ -369,6 +369,23 @@ async def test_an_exception_in_the_body_during_the_start_sequence_stops_every_se
     ]
 
 
+async def test_entering_in_a_cancelled_scope_ends_at_once_and_releases_everything(
+    kalshi_gateway, autojump_clock, tmp_path
+):
+    gw = kalshi_gateway
+    rec = Recorder()
+    config = build_config(gw, tmp_path, {"orders": ("KalshiNR", "nr")})
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with Supervisor(config, observers=[rec], clock=gw.clock):
+            await trio.sleep_forever()  # pragma: no cover - the entry itself is cancelled
+    assert scope.cancelled_caught
+    assert rec.ups == []
+    # The key lock and the store were released: the same configuration runs again.
+    async with Supervisor(config, clock=gw.clock) as sup:
+        await sup.handle("orders").wait_active()
+
+
 async def test_outer_cancellation_still_logs_out_every_session(
     kalshi_gateway, autojump_clock, tmp_path
 ):
