@@ -453,6 +453,10 @@ class FixSession:
     # ------------------------------------------------------------------ tasks
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
+            # Entered in a cancelled scope, task_status.started() below would leave this
+            # shielded task inside nursery.start() for good; raise here instead (nothing can
+            # cancel the scope between this check and started(): no checkpoint in between).
+            await trio.lowlevel.checkpoint_if_cancelled()
             # Shielded: when the application's block is cancelled, these tasks must keep running
             # for the graceful Logout. They are stopped explicitly (_wait_done), always bounded.
             with trio.CancelScope(shield=True) as self._bg_scope:

@@ -221,6 +221,20 @@ async def test_cancellation_logs_out_gracefully(
     assert peer_end.initiated_by == "peer" and peer_end.clean
 
 
+async def test_opening_in_a_cancelled_scope_raises_cancelled_and_closes_the_stream(
+    autojump_clock: trio.testing.MockClock, signer: LogonSigner
+) -> None:
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    entered = False
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        async with open_fix_session(client_raw, initiator(signer)):
+            entered = True  # pragma: no cover - the open itself is cancelled
+    assert scope.cancelled_caught and not entered
+    # Nothing was sent, and the stream now belongs to nobody: it was closed (EOF at the peer).
+    assert await server_raw.receive_some(100) == b""
+
+
 async def test_exit_waits_at_most_logout_timeout_for_a_silent_peer(
     autojump_clock: trio.testing.MockClock, signer: LogonSigner
 ) -> None:
