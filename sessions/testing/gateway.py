@@ -231,7 +231,20 @@ class _GatewayStore(MemoryStore):
     """The gateway's per-(endpoint, key) store: a :class:`MemoryStore` whose ``batch`` does not
     snapshot for a rollback. MemoryStore copies every retained message on each batch (each
     inbound chunk), which a gateway keeping a day of KalshiRT traffic cannot afford; a failure
-    half way through a batch here is a bug that ends the connection anyway."""
+    half way through a batch here is a bug that ends the connection anyway.
+
+    ``keep_sent=False`` (endpoints without retransmission): sent messages are numbered but not
+    kept, since no ResendRequest is ever served there — keeping them cost a copy per message
+    and a scan of all of them at every prune."""
+
+    def __init__(self, *, now: float, retention_s: float, keep_sent: bool = True) -> None:
+        super().__init__(now=now, retention_s=retention_s)
+        self._keep_sent = keep_sent
+
+    def record_sent(self, seq: int, sending_time: float, raw: bytes, *, application: bool) -> None:
+        super().record_sent(
+            seq, sending_time, raw, application=application and self._keep_sent
+        )
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -502,6 +515,9 @@ class Gateway:
         # Endpoint (None: all) -> gateway time until which connections are refused.
         self._refuse_until: dict[str | None, float] = {}
         self._exchange_wake = trio.Event()
+        # The exchange deadline the timer task is waiting for (NaN, equal to nothing, until it
+        # has looked): see _route.
+        self._timer_deadline: float | None = math.nan
         self._maintenance_wake = trio.Event()
         self._faults_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -850,7 +866,10 @@ class Gateway:
     def _store(self, endpoint: str, key_id: str, now: float) -> _GatewayStore:
         store = self._stores.get((endpoint, key_id))
         if store is None:
-            store = _GatewayStore(now=now, retention_s=_MAX_RETENTION_S)
+            store = _GatewayStore(
+                now=now, retention_s=_MAX_RETENTION_S,
+                keep_sent=ENDPOINTS[endpoint].retransmission,
+            )
             self._stores[(endpoint, key_id)] = store
         return store
 
@@ -930,7 +949,10 @@ class Gateway:
                 conn.session.send_app(out.msg_type, out.body)
             except LocalProtocolError:
                 continue  # the session ended between the check and the send
-        self._exchange_wake.set()
+        # Wake the timer task only when the exchange's next deadline is no longer the one it
+        # waits for: most messages set no timer, and a wake-up costs a task switch each.
+        if self.exchange.next_deadline() != self._timer_deadline:
+            self._exchange_wake.set()
 
     def _maybe_prune(self, conn: _Conn) -> None:
         if conn.key_id is None:
@@ -953,7 +975,7 @@ class Gateway:
     async def _exchange_timer(self) -> None:
         while True:
             wake = self._exchange_wake = trio.Event()
-            deadline = self.exchange.next_deadline()
+            deadline = self._timer_deadline = self.exchange.next_deadline()
             if deadline is None:
                 await wake.wait()
                 continue
