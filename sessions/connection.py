@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from . import tags as T
 from .codec import Garbled, StreamDecoder, decode, encode_message
@@ -48,6 +49,7 @@ from .tags import MsgType, SessionRejectReason
 Pairs = Sequence[tuple[int, bytes]]
 
 # Header fields the core writes itself; stripped from messages the application hands us.
+_value_of = itemgetter(1)  # a (tag, value) pair's value
 _HEADER_TAGS = frozenset({8, 9, 10, 35, 49, 56, 34, 52, 43, 97, 122})
 
 
@@ -546,8 +548,11 @@ class FixConnection:
     ) -> bool:
         """Check header fields; on a problem send the Reject (and Logout where FIX requires),
         count the message when ``count`` and return False."""
+        # One index of the fields (first occurrence wins, as with msg.get) instead of a scan
+        # per tag: absent tags such as PossDupFlag would otherwise cost a full scan each.
+        f = dict(reversed(msg.pairs))
         for tag in (T.SENDER_COMP_ID, T.TARGET_COMP_ID, T.SENDING_TIME):
-            if not msg.get(tag):
+            if not f.get(tag):
                 name = {49: "SenderCompID", 56: "TargetCompID", 52: "SendingTime"}[tag]
                 self._send_reject(
                     now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
@@ -556,30 +561,33 @@ class FixConnection:
                 if count:
                     self._store_().set_next_target_seq(seq + 1)
                 return False
-        sender = msg.get(T.SENDER_COMP_ID)
-        if msg.get(T.TARGET_COMP_ID) != self._sender or not (
+        sender = f.get(T.SENDER_COMP_ID)
+        if f.get(T.TARGET_COMP_ID) != self._sender or not (
             sender == self._target or sender in self._peer_ids
         ):
             self._send_reject(
                 now, msg, SessionRejectReason.COMPID_PROBLEM,
                 f"CompID problem: got 49={sender.decode('latin-1') if sender else ''} "
-                f"56={(msg.get(T.TARGET_COMP_ID) or b'').decode('latin-1')}",
+                f"56={(f.get(T.TARGET_COMP_ID) or b'').decode('latin-1')}",
             )
             self._fatal(now, "CompID problem", reject_already_sent=True)
             return False
-        if not self._sending_time_ok(msg, now, now if received_at is None else received_at):
+        if not self._sending_time_ok(
+            msg, f[T.SENDING_TIME], now, now if received_at is None else received_at
+        ):
             return False
-        for tag, value in msg.pairs:
-            if not value:
-                self._send_reject(
-                    now, msg, SessionRejectReason.TAG_WITHOUT_VALUE,
-                    f"Tag specified without a value: {tag}", ref_tag=tag,
-                )
-                if count:
-                    self._store_().set_next_target_seq(seq + 1)
-                return False
-        if msg.get(T.POSS_DUP_FLAG) == b"Y" and msg_type != MsgType.SEQUENCE_RESET:
-            orig = msg.get(T.ORIG_SENDING_TIME)
+        if not all(map(_value_of, msg.pairs)):
+            for tag, value in msg.pairs:
+                if not value:
+                    self._send_reject(
+                        now, msg, SessionRejectReason.TAG_WITHOUT_VALUE,
+                        f"Tag specified without a value: {tag}", ref_tag=tag,
+                    )
+                    if count:
+                        self._store_().set_next_target_seq(seq + 1)
+                    return False
+        if f.get(T.POSS_DUP_FLAG) == b"Y" and msg_type != MsgType.SEQUENCE_RESET:
+            orig = f.get(T.ORIG_SENDING_TIME)
             if orig is None:
                 self._send_reject(
                     now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
@@ -590,8 +598,9 @@ class FixConnection:
                 return False
         return True
 
-    def _sending_time_ok(self, msg: FixMessage, now: float, received_at: float) -> bool:
-        raw = msg.get(T.SENDING_TIME) or b""
+    def _sending_time_ok(
+        self, msg: FixMessage, raw: bytes, now: float, received_at: float
+    ) -> bool:
         try:
             sent = parse_utc_timestamp(raw)
         except ValueError:

@@ -177,11 +177,44 @@ def utc_timestamp(now: float) -> bytes:
     )
 
 
+# Epoch seconds at the start of recently seen minutes, keyed by b"YYYYMMDD-HH:MM": every
+# received message's SendingTime is parsed, and consecutive ones nearly always share the minute,
+# so only the seconds and fraction need reading. Bounded; cleared when full.
+_MINUTES: dict[bytes, float] = {}
+_MINUTES_LIMIT = 256
+
+
 def parse_utc_timestamp(value: bytes) -> float:
     """Epoch seconds from a UTCTimestamp (seconds, millis, micros or nanos precision).
 
     Raises ``ValueError`` with the offending value when it is not a UTCTimestamp.
     """
+    base = _MINUTES.get(value[:14])
+    if base is not None:
+        # The minute is known valid; check the rest exactly as the full parse below does.
+        tail = value[14:]
+        n = len(tail)
+        if n >= 3 and tail[0] == 58 and tail[1:3].isdigit() and tail[1:3] < b"60":  # ":SS"
+            if n == 3:
+                return base + int(tail[1:3])
+            if tail[3] == 46 and 5 <= n <= 13 and tail[4:].isdigit():  # ".fff…", 1–9 digits
+                return base + int(tail[1:3]) + int(tail[4:]) / 10 ** (n - 4)
+    result = _parse_utc_timestamp(value)
+    if len(_MINUTES) >= _MINUTES_LIMIT:
+        _MINUTES.clear()
+    _MINUTES[value[:14]] = _minute_start(value)
+    return result
+
+
+def _minute_start(value: bytes) -> float:
+    # Called only after value parsed as a whole, so its first 14 bytes are a valid minute.
+    return _dt.datetime(
+        int(value[0:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]), int(value[12:14]),
+        tzinfo=_dt.timezone.utc,
+    ).timestamp()
+
+
+def _parse_utc_timestamp(value: bytes) -> float:
     s = value.decode("ascii", "replace")
     try:
         date, _, clock = s.partition("-")

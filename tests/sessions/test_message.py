@@ -164,5 +164,36 @@ def test_parse_utc_timestamp_precisions(text: bytes, fraction: float) -> None:
     ],
 )
 def test_parse_utc_timestamp_rejects_non_timestamps(text: bytes) -> None:
+    # Also once the minute is known (the fast path reads only the seconds and fraction).
+    if text[:14] == b"20260825-14:03":
+        parse_utc_timestamp(b"20260825-14:03:00")
     with pytest.raises(ValueError, match="not a UTCTimestamp"):
         parse_utc_timestamp(text)
+
+
+@pytest.mark.parametrize(
+    "tail", [b":60", b":6", b":+1", b": 1", b":27.", b":27.1234567890", b":27.-1", b":27.5 ", b":1x"]
+)
+def test_a_known_minute_does_not_let_bad_seconds_through(tail: bytes) -> None:
+    parse_utc_timestamp(b"20260825-14:03:00.000")
+    with pytest.raises(ValueError, match="not a UTCTimestamp"):
+        parse_utc_timestamp(b"20260825-14:03" + tail)
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(min_value=0, max_value=4_000_000_000),
+    st.integers(min_value=0, max_value=9),
+    st.integers(min_value=0, max_value=999_999_999),
+)
+def test_parse_utc_timestamp_same_whether_the_minute_is_cached(
+    epoch: int, digits: int, frac: int
+) -> None:
+    t = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    text = t.strftime("%Y%m%d-%H:%M:%S").encode()
+    if digits:
+        text += b"." + str(frac).zfill(9)[:digits].encode()
+    first = parse_utc_timestamp(text)  # may fill the cache
+    second = parse_utc_timestamp(text)  # from the cached minute
+    assert first == second
+    assert int(first) == epoch
