@@ -9,7 +9,7 @@ from __future__ import annotations
 
 #: Benchmark module names (in this package), in run order.
 # roundtrip before floor: it measures the floor in the same run, and floor prints that one.
-BENCHMARKS: tuple[str, ...] = ("codec", "roundtrip", "floor", "reconcile", "rss")
+BENCHMARKS: tuple[str, ...] = ("codec", "core", "roundtrip", "floor", "reconcile", "rss")
 
 Figure = tuple[str, float, str]
 """One measured figure: ``(name, value, unit)``, printed as ``name value unit``."""

@@ -106,3 +106,12 @@ def test_rss_reports_the_clients_memory() -> None:
     assert math.isfinite(got["rss_growth_pct"][0])
     assert_figures(got, {"rss_end_mib": "MiB", "rss_inbound_msgs_per_s": "msg/s"})
     assert got["rss_end_mib"][0] > 5  # a Python process with trio and the session loaded
+
+
+def test_core_reports_receive_and_send_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ops.benchmarks import core
+
+    monkeypatch.setattr(core, "ROUNDS", 1)
+    monkeypatch.setattr(core, "PER_ROUND", 50)
+    got = printed(list(core.run()))
+    assert_figures(got, {"core_receive_us": "us/msg", "core_send_us": "us/msg"})
