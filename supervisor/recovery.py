@@ -706,6 +706,10 @@ class RecoveryObserver(ObserverBase):
             return
         if lazy and self._last_save is not None and now - self._last_save < self.save_interval:
             return
+        # The marks come from reports the ledger may hold in an uncommitted group: commit it
+        # first, or a crash could leave marks on disk past executions that never were stored
+        # (the next replay would start after them).
+        self.executions.ledger.commit()
         data = {
             "version": STATE_VERSION,
             "saved": now,

@@ -215,6 +215,11 @@ class ExecutionStream(ObserverBase):
         self._last_prune: float | None = None
         self._changed = trio.Event()
         self._consumer: ExecutionIterator | None = None
+        # Group commit (see the ledger's docstring): once attached, live offers are committed
+        # by a task started at the first offer of a burst, which runs when the session's
+        # events stop coming (or earlier, by whichever delivery comes first).
+        self._spawn: Spawn | None = None
+        self._commit_scheduled = False
         #: Live copy of every delivered item (not durable; see module docstring).
         self.delivered: Fanout[DeliveredExecution] = Fanout()
         #: Reports that could not be used.
@@ -236,6 +241,7 @@ class ExecutionStream(ObserverBase):
         self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]
     ) -> None:
         super().attach(handles, spawn, clock)
+        self._spawn = spawn
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
         msg = event.message
@@ -265,17 +271,26 @@ class ExecutionStream(ObserverBase):
         when = self.clock() if now is None else now
         msgs = list(reports)
         bad: set[int] = set()
+        # Without a task to commit later (not attached to a supervisor), commit at once.
+        defer = self._spawn is not None
         try:
-            fresh = self.ledger.offer_many(msgs, source=source, session=session, now=when)
+            fresh = self.ledger.offer_many(
+                msgs, source=source, session=session, now=when, defer_commit=defer
+            )
         except ReportError:
             # One bad report must not hold back the good ones: offer them one by one.
             fresh = 0
             for m in msgs:
                 try:
-                    fresh += self.ledger.offer_many((m,), source=source, session=session, now=when)
+                    fresh += self.ledger.offer_many(
+                        (m,), source=source, session=session, now=when, defer_commit=defer
+                    )
                 except ReportError as e:
                     bad.add(id(m))
                     self.problems.publish(IngestProblem(session, source, str(e), m))
+        if self.ledger.uncommitted and not self._commit_scheduled and self._spawn is not None:
+            self._commit_scheduled = True
+            self._spawn(self._commit_burst)
         for m in msgs:
             if id(m) in bad:
                 continue
@@ -288,6 +303,16 @@ class ExecutionStream(ObserverBase):
             self._applied_through = self.ledger.last_delivery_id
         self._after_change(when)
         return fresh
+
+    async def _commit_burst(self) -> None:
+        """Commit what the burst of events just offered. Trio runs this task only once the
+        session's task waits for more input, so one commit covers every report it read."""
+        # Step aside once: a consumer woken by the same burst then commits the offers together
+        # with its ack (one commit instead of two). Shielded, so a shutdown cannot skip the
+        # commit (closing the ledger would commit anyway).
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        self._commit_scheduled = False
+        self.ledger.commit()
 
     def hold(self) -> None:
         """Stop releasing until :meth:`release` (a gap is being recovered)."""

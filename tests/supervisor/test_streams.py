@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_exactly_once import (
     MKT0,
     MKT2,
@@ -260,3 +261,35 @@ async def test_status_events_follow_the_tree(
         states = [e.state for e in sub.pending() if e.name == "orders"]
         assert ChildState.BACKOFF in states and states[-1] is ChildState.UP
         assert rig.app.status.latest["orders"].state is ChildState.UP
+
+
+async def test_attached_stream_commits_each_burst_once_and_before_delivery(
+    tmp_path: Path,
+) -> None:
+    s = stream(tmp_path)
+    commits: list[bool] = []
+    real_commit = s.ledger.commit
+
+    def counting_commit() -> None:
+        commits.append(s.ledger.uncommitted)
+        real_commit()
+
+    s.ledger.commit = counting_commit  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        s.attach({}, nursery.start_soon, lambda: T0)
+        # One burst of events: the offers share one open transaction.
+        for n in range(1, 4):
+            s.application_message("nr", ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n))
+        assert s.ledger.uncommitted and s.undelivered == 3
+        # The burst's commit task runs once the session's task waits for input.
+        await trio.testing.wait_all_tasks_blocked()
+        assert not s.ledger.uncommitted and commits == [True]
+        # A consumer asking while a burst is still open gets it committed first.
+        s.application_message("nr", ApplicationMessage(er("4;4", cum="4.00"), 4))
+        it = s.executions()
+        got = [it.next_nowait() for _ in range(4)]
+        assert not s.ledger.uncommitted
+        assert [str(i.exec_id) for i in got if i is not None] == ["4;1", "4;2", "4;3", "4;4"]
+        await trio.testing.wait_all_tasks_blocked()
+        assert commits[-1] is False  # the burst task found nothing left to commit
+    s.ledger.close()
