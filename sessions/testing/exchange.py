@@ -646,6 +646,21 @@ class Exchange:
         self._order_faults: deque[_Fault] = deque()
         self._drop_copy_faults = 0
         self._rfq = RfqDesk(self)
+        # MsgType → handler, built once rather than for every message.
+        self._handlers: dict[bytes, Callable[[_Session, FixMessage, int, list[Outbound]], None]] = {
+            b"D": self._on_new_order,
+            b"F": self._on_cancel,
+            b"G": self._on_replace,
+            b"q": self._on_mass_cancel,
+            b"UOG": self._on_order_group,
+            b"U1": self._on_event_resend,
+            b"R": self._rfq.on_quote_request,
+            b"UA": self._rfq.on_accept_quote,
+            b"UE": self._rfq.on_rfq_cancel,
+            b"S": self._rfq.on_quote,
+            b"Z": self._rfq.on_quote_cancel,
+            b"U7": self._rfq.on_quote_confirm,
+        }
         self.add_account(LIQUIDITY_ACCOUNT, tier="Prestige")
 
     # --- setup -------------------------------------------------------------------------------
@@ -934,20 +949,7 @@ class Exchange:
             if not self._limiter.allow(account.account_id, account.tier, WRITE, shard, now):
                 out.append(self._bmr(key_id, seq_num, msg, 8, "Rate limit exceeded"))
                 return out
-        handler: Callable[[_Session, FixMessage, int, list[Outbound]], None] = {
-            b"D": self._on_new_order,
-            b"F": self._on_cancel,
-            b"G": self._on_replace,
-            b"q": self._on_mass_cancel,
-            b"UOG": self._on_order_group,
-            b"U1": self._on_event_resend,
-            b"R": self._rfq.on_quote_request,
-            b"UA": self._rfq.on_accept_quote,
-            b"UE": self._rfq.on_rfq_cancel,
-            b"S": self._rfq.on_quote,
-            b"Z": self._rfq.on_quote_cancel,
-            b"U7": self._rfq.on_quote_confirm,
-        }[mt]
+        handler = self._handlers[mt]
         res: list[Outbound] = []
         try:
             handler(sess, msg, seq_num, res)

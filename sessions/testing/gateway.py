@@ -955,16 +955,15 @@ class Gateway:
             self._exchange_wake.set()
 
     def _maybe_prune(self, conn: _Conn) -> None:
-        if conn.key_id is None:
-            return
+        if conn.key_id is None or not conn.spec.retransmission:
+            return  # without retransmission the store keeps no message (see _GatewayStore)
         now = self.clock()
         if now - conn.last_prune < _PRUNE_INTERVAL:
             return
         conn.last_prune = now
         store = self._stores.get((conn.endpoint, conn.key_id))
         if store is not None:
-            # Without retransmission nothing sent is ever asked for again.
-            store.prune(now - conn.retention_s if conn.spec.retransmission else now)
+            store.prune(now - conn.retention_s)
 
     # ------------------------------------------------------------------ background tasks
     async def _sleep_until_epoch(self, when: float, wake: trio.Event) -> None:
