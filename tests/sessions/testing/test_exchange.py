@@ -8,6 +8,7 @@ import subprocess
 import sys
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from exchange_sim import (
@@ -31,6 +32,7 @@ from sessions.testing.exchange import (
     Exchange,
     ExchangeConfig,
     LogonFlags,
+    _render,
     render_execution_report,
 )
 
@@ -900,6 +902,36 @@ def test_ground_truth_contents(sim: Sim) -> None:
     assert render_execution_report(fill) == fill.body
     assert fields_of(fill.body)[17] == fill.exec_id
     assert all(r.exec_id != "-1;-1" for r in recs)
+
+
+def test_flags_that_print_as_default_get_the_records_own_body(sim: Sim) -> None:
+    # render_execution_report hands sessions whose flags print as the default the body rendered
+    # once with the record. Every Logon flag outside the four that change the print must keep
+    # that true for every kind of report: fills, cancels, expiry-style cancels, GTD orders.
+    sim.send("b1", nos("s1", 2, 40, 2, (453, 1), (448, "FCM-1"), (452, 24)))
+    sim.send("a1", nos("c1", 1, 40, 5, (79, 3)))
+    sim.send("a1", nos("g1", 1, 30, 1, (126, utc_timestamp(sim.now + 60)), tif="6"))
+    sim.send("a1", cxl("c2", "c1", 1))
+    sim.ex.close_market(MKT, sim.now)
+    records = sim.ex.ground_truth("A") + sim.ex.ground_truth("B")
+    assert {r.exec_type for r in records} >= {"0", "F", "4"}
+    assert any(r.expiry for r in records) and any(r.expire_time for r in records)
+    printing = {
+        "use_dollars", "preserve_original_order_qty", "use_expired_ord_status",
+        "split_collateral_return",
+    }
+    for field in attrs.fields(LogonFlags):
+        if field.type not in ("bool", bool):
+            continue
+        flags = LogonFlags(**{field.name: True})
+        assert flags.prints_as_default == (field.name not in printing), field.name
+        for rec in records:
+            assert rec.body == _render(rec, LogonFlags())
+            if flags.prints_as_default:
+                assert render_execution_report(rec, flags) is rec.body
+                assert _render(rec, flags) == rec.body, field.name
+            else:
+                assert render_execution_report(rec, flags) == _render(rec, flags)
 
 
 def _scenario(seed: int) -> list[tuple[str, bytes, tuple[tuple[int, bytes], ...]]]:

@@ -73,6 +73,16 @@ def test_order_leaves_and_average() -> None:
     assert o.crosses(Decimal("0.40")) and not o.crosses(Decimal("0.41"))
 
 
+def test_memoised_formats_tell_negative_zero_from_zero() -> None:
+    # The texts are memoised by value; -0 equals 0 but prints with its sign (a position that
+    # went flat can be -0), so whichever comes first must not answer for the other.
+    assert fmt_qty(Decimal(0)) == b"0.00" and fmt_qty(Decimal("-0")) == b"-0.00"
+    assert fmt_qty(Decimal("-0.00")) == b"-0.00" and fmt_qty(Decimal("0.00")) == b"0.00"
+    assert fmt_money(Decimal("-0")) == b"-0.00" and fmt_money(Decimal(0)) == b"0.00"
+    # Equal values with different exponents print alike, so sharing a memo entry is right.
+    assert fmt_qty(Decimal("1.000")) == fmt_qty(Decimal(1)) == b"1.00"
+
+
 def test_formats() -> None:
     assert fmt_qty(Decimal(10)) == b"10.00" and fmt_qty(Decimal("2.5")) == b"2.50"
     assert fmt_qty(Decimal("0.125")) == b"0.125"
