@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-import functools
 import heapq
 import random
 import re
@@ -295,9 +294,19 @@ class ExecRecord:
         return _parse_exec_id(self.exec_id)[:2]  # type: ignore[return-value]
 
 
-# The reports of one processing cycle share its TransactTime (and many orders their
-# ExpireTime), so the few recent stamps are kept rather than printed again.
-_timestamp = functools.lru_cache(maxsize=64)(utc_timestamp)
+# [epoch second, its "YYYYMMDD-HH:MM:SS" text]: see _timestamp.
+_last_second: list[Any] = [None, b""]
+
+
+def _timestamp(now: float) -> bytes:
+    """``utc_timestamp(now)``, byte for byte, printing the date and time of day only when the
+    second changes: every report carries one, and reports come many to a second."""
+    # The same millisecond rounding as utc_timestamp, so the two never disagree.
+    secs, milli = divmod(int(round(now * 1000)), 1000)
+    if secs != _last_second[0]:
+        _last_second[0] = secs
+        _last_second[1] = utc_timestamp(secs)[:-4]  # without ".000"
+    return b"%s.%03d" % (_last_second[1], milli)
 
 
 def render_execution_report(
