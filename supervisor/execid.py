@@ -27,6 +27,13 @@ __all__ = ["ExecId", "ExecIdError", "PENDING"]
 _WIRE = re.compile(r"(?:(-1);(-1)|([0-9]+);([0-9]+))(?:;([0-9]+))?")
 
 
+# Every report's ExecID is parsed by the ledger, the order tracker and reconciliation in turn;
+# ExecId is immutable, so they share one parse through this memo (cleared when it is full, so
+# it stays a few hundred kilobytes; a miss only costs the parse).
+_PARSED: dict[str | bytes, ExecId] = {}
+_PARSED_MAX = 4096
+
+
 class ExecIdError(KalshiFixError, ValueError):
     """A value is not a Kalshi ExecID (the message quotes it)."""
 
@@ -64,6 +71,20 @@ class ExecId:
 
         Raises :class:`ExecIdError` (a ``ValueError``) quoting the value when it is malformed.
         """
+        kind = type(value)
+        if kind is bytes or kind is str:
+            known = _PARSED.get(value)  # type: ignore[arg-type]
+            if known is not None:
+                return known
+            parsed = cls._parse(value)
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[value] = parsed  # type: ignore[index]
+            return parsed
+        return cls._parse(value)
+
+    @classmethod
+    def _parse(cls, value: str | bytes) -> ExecId:
         if isinstance(value, (bytes, bytearray)):
             text = bytes(value).decode("ascii", "replace")
         elif isinstance(value, str):

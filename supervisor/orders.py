@@ -191,15 +191,29 @@ def _d(msg: FixMessage, tag: int) -> Decimal | None:
     return _dec(msg.get(tag), tag)
 
 
+# Quantities and prices repeat from report to report ("1.00", "50", ...) and Decimal is
+# immutable: parsed values are shared (cleared when full; a miss only costs the parse).
+_DECIMALS: dict[bytes, Decimal] = {}
+_DECIMALS_MAX = 4096
+
+
 def _dec(v: bytes | None, tag: int) -> Decimal | None:
     if v is None or v == b"":
         return None
+    memo = type(v) is bytes  # (pairs set by hand could hold unhashable bytearrays)
+    d = _DECIMALS.get(v) if memo else None
+    if d is not None:
+        return d
     try:
         d = Decimal(v.decode("ascii"))
     except (ArithmeticError, UnicodeDecodeError, ValueError):
         raise ReportError(f"tag {tag} is not a decimal: {v!r}") from None
     if not d.is_finite():
         raise ReportError(f"tag {tag} is not a finite decimal: {v!r}")
+    if memo:
+        if len(_DECIMALS) >= _DECIMALS_MAX:
+            _DECIMALS.clear()
+        _DECIMALS[v] = d
     return d
 
 

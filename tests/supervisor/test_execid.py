@@ -115,3 +115,12 @@ def test_round_trip(clock: int, event: int, index: int) -> None:
 def test_sorting_matches_integer_tuples(pairs: list[tuple[int, int]], index: int) -> None:
     ids = [ExecId(c, e, index) for c, e in pairs]
     assert [i.key for i in sorted(ids)] == sorted(pairs)
+
+
+def test_repeated_parses_share_one_value_and_errors_are_never_remembered() -> None:
+    first = ExecId.parse(b"77;5;3")
+    assert ExecId.parse(b"77;5;3") is first  # the ledger, tracker and reconciliation share it
+    assert ExecId.parse(bytearray(b"77;5;3")) == first  # unhashable input still parses
+    for _ in range(2):
+        with pytest.raises(ExecIdError, match="not a Kalshi ExecID"):
+            ExecId.parse(b"77;x")

@@ -23,6 +23,7 @@ from supervisor.orders import (
     ReportError,
     ResolutionOutcome,
     UnknownOrderError,
+    parse_report,
 )
 
 # ----------------------------------------------------------------------------- builders
@@ -545,3 +546,12 @@ def test_any_arrival_order_and_duplication_gives_the_in_order_state(
     tracker.apply_many(arrival)
     assert canon(tracker) == canon(reference)
     assert tracker.apply_many(arrival) == 0  # everything again: nothing new
+
+
+def test_decimal_fields_are_checked_on_every_report_although_parses_are_shared() -> None:
+    a = parse_report(er("1;1", "F", "1", cl="a", cum="3.00"))
+    b = parse_report(er("1;2", "F", "1", cl="a", cum="3.00"))
+    assert a.cum_qty == Decimal("3.00") and b.cum_qty is a.cum_qty
+    for exec_id in ("1;3", "1;4"):
+        with pytest.raises(ReportError, match="tag 14 is not a finite decimal"):
+            parse_report(er(exec_id, "F", "1", cl="a", cum="Infinity"))
