@@ -19,6 +19,11 @@ crash of the process neither loses nor repeats an execution: the item being proc
 process died is delivered again, every acknowledged one never is. Only one such consumer may
 iterate at a time (there is one acknowledgement pointer per ledger).
 
+Once attached to the supervisor, live offers use the ledger's group commit: a burst of reports
+shares one transaction, committed together with the consumer's next ack or, at the latest, by a
+task that runs when the session's task has no more events to hand over (the durability argument
+is in :mod:`supervisor.ledger`). Nothing reaches the consumer before it is committed.
+
 Standalone mode writes the same stream to a JSON-lines journal (:mod:`supervisor.journal`):
 with ``journal=`` the journal is the consumer — items are written (journal first, then ack) as
 soon as they are released — and the in-process iterator is refused, because two consumers cannot
