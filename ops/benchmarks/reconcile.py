@@ -24,8 +24,9 @@ the application holding the 10,000th execution (and acknowledging it), superviso
 the time went, from the same start: ``reconcile_first_report_s`` (U1 → the first replayed
 report; the gateway renders and sends the replay in chunks), ``reconcile_receive_s`` (first
 report → U2, every report ingested), ``reconcile_release_s`` (U2 → the ledger released),
-``reconcile_deliver_s`` (release → the application has all of them). The benchmark refuses to report unless the pass was
-complete and the application received exactly the executions the gateway generated.
+``reconcile_deliver_s`` (release → the application has all of them). The benchmark refuses to
+report unless the pass was complete and the application received exactly the executions the
+gateway generated.
 """
 
 from __future__ import annotations
