@@ -167,14 +167,24 @@ class FixMessage:
         return m
 
 
+# (epoch second, its b"YYYYMMDD-HH:MM:SS") last printed: every message sent carries a
+# SendingTime and every simulated report a TransactTime, many to a second, so the date and time
+# of day are printed once per second. One tuple, replaced whole, so threads never see halves.
+_last_second: tuple[int | None, bytes] = (None, b"")
+
+
 def utc_timestamp(now: float) -> bytes:
     """UTCTimestamp with millisecond precision, ``YYYYMMDD-HH:MM:SS.mmm``, from epoch seconds."""
-    ms = int(round(now * 1000))
-    secs, milli = divmod(ms, 1000)
-    t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc)
-    return b"%04d%02d%02d-%02d:%02d:%02d.%03d" % (
-        t.year, t.month, t.day, t.hour, t.minute, t.second, milli
-    )
+    global _last_second
+    secs, milli = divmod(int(round(now * 1000)), 1000)
+    second, text = _last_second
+    if secs != second:
+        t = _dt.datetime.fromtimestamp(secs, _dt.timezone.utc)
+        text = b"%04d%02d%02d-%02d:%02d:%02d" % (
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        )
+        _last_second = (secs, text)
+    return b"%s.%03d" % (text, milli)
 
 
 # Epoch seconds at the start of recently seen minutes, keyed by b"YYYYMMDD-HH:MM": every

@@ -294,21 +294,6 @@ class ExecRecord:
         return _parse_exec_id(self.exec_id)[:2]  # type: ignore[return-value]
 
 
-# [epoch second, its "YYYYMMDD-HH:MM:SS" text]: see _timestamp.
-_last_second: list[Any] = [None, b""]
-
-
-def _timestamp(now: float) -> bytes:
-    """``utc_timestamp(now)``, byte for byte, printing the date and time of day only when the
-    second changes: every report carries one, and reports come many to a second."""
-    # The same millisecond rounding as utc_timestamp, so the two never disagree.
-    secs, milli = divmod(int(round(now * 1000)), 1000)
-    if secs != _last_second[0]:
-        _last_second[0] = secs
-        _last_second[1] = utc_timestamp(secs)[:-4]  # without ".000"
-    return b"%s.%03d" % (_last_second[1], milli)
-
-
 def render_execution_report(
     rec: ExecRecord, flags: LogonFlags = _DEFAULT_FLAGS
 ) -> tuple[tuple[int, bytes], ...]:
@@ -340,7 +325,7 @@ def _render(rec: ExecRecord, flags: LogonFlags) -> tuple[tuple[int, bytes], ...]
     if rec.price is not None:
         b.append((44, fmt_price(rec.price, dollars)))
     if rec.expire_time is not None:
-        b.append((126, _timestamp(rec.expire_time)))
+        b.append((126, utc_timestamp(rec.expire_time)))
     b += [
         (14, fmt_qty(rec.cum_qty)),
         (151, fmt_qty(rec.leaves_qty)),
@@ -348,7 +333,7 @@ def _render(rec: ExecRecord, flags: LogonFlags) -> tuple[tuple[int, bytes], ...]
     ]
     if rec.last_qty is not None and rec.last_px is not None:
         b += [(31, fmt_price(rec.last_px, dollars)), (32, fmt_qty(rec.last_qty))]
-    b.append((60, _timestamp(rec.time)))
+    b.append((60, utc_timestamp(rec.time)))
     if rec.rej_reason is not None:
         b.append((103, str(rec.rej_reason).encode()))
     if rec.text is not None:

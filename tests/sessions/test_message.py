@@ -198,3 +198,22 @@ def test_parse_utc_timestamp_same_whether_the_minute_is_cached(
     assert first == second
     # A float this large holds ~0.5 us: a fraction of .9999999 may round up to the next second.
     assert epoch <= first <= epoch + 1
+
+
+def test_utc_timestamp_per_second_shortcut_agrees_with_a_full_print() -> None:
+    # The date and time of day are printed once per second; the result must agree with a full
+    # print everywhere, millisecond rounding across a second boundary included.
+    import random
+
+    def full(now: float) -> bytes:
+        secs, milli = divmod(int(round(now * 1000)), 1000)
+        t = dt.datetime.fromtimestamp(secs, dt.timezone.utc)
+        return t.strftime("%Y%m%d-%H:%M:%S").encode() + b".%03d" % milli
+
+    t0 = 1_784_000_000.0
+    rng = random.Random(11)
+    times = [t0 + rng.random() * 86_400 for _ in range(2000)]
+    times += [t0 + i * 0.0004 for i in range(5000)]
+    times += [t0 + 0.9995, t0 + 0.9994, t0 + 59.9996, t0 - 0.0005, 0.0]
+    for t in times:
+        assert utc_timestamp(t) == full(t), t

@@ -33,7 +33,6 @@ from sessions.testing.exchange import (
     ExchangeConfig,
     LogonFlags,
     _render,
-    _timestamp,
     render_execution_report,
 )
 
@@ -933,17 +932,6 @@ def test_flags_that_print_as_default_get_the_records_own_body(sim: Sim) -> None:
                 assert _render(rec, flags) == rec.body, field.name
             else:
                 assert render_execution_report(rec, flags) == _render(rec, flags)
-
-
-def test_report_timestamps_print_as_utc_timestamp() -> None:
-    # Reports print TransactTime with a per-second shortcut; it must agree with the session's
-    # own utc_timestamp everywhere, millisecond rounding across a second boundary included.
-    rng = random.Random(11)
-    times = [T0 + rng.random() * 86_400 for _ in range(2000)]
-    times += [T0 + i * 0.0004 for i in range(5000)]
-    times += [T0 + 0.9995, T0 + 0.9994, T0 + 59.9996, T0 - 0.0005, 0.0]
-    for t in times:
-        assert _timestamp(t) == utc_timestamp(t), t
 
 
 def _scenario(seed: int) -> list[tuple[str, bytes, tuple[tuple[int, bytes], ...]]]:
