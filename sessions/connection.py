@@ -548,9 +548,9 @@ class FixConnection:
     ) -> bool:
         """Check header fields; on a problem send the Reject (and Logout where FIX requires),
         count the message when ``count`` and return False."""
-        # One index of the fields (first occurrence wins, as with msg.get) instead of a scan
-        # per tag: absent tags such as PossDupFlag would otherwise cost a full scan each.
-        f = dict(reversed(msg.pairs))
+        # One index of the fields instead of a scan per tag: absent tags such as PossDupFlag
+        # would otherwise cost a full scan each.
+        f = msg.first_values()
         for tag in (T.SENDER_COMP_ID, T.TARGET_COMP_ID, T.SENDING_TIME):
             if not f.get(tag):
                 name = {49: "SenderCompID", 56: "TargetCompID", 52: "SendingTime"}[tag]

@@ -78,6 +78,12 @@ class FixMessage:
                     return pv
         return None
 
+    def first_values(self) -> dict[int, bytes]:
+        """Tag → the value of its first occurrence (what :meth:`get` returns), in one pass: for
+        code that reads many tags of one message, where each ``get`` would scan it again."""
+        # Reversed, so that the first occurrence is written last and wins.
+        return dict(reversed(self.pairs))
+
     def remove(self, tag: int | str | bytes, nth: int = 1) -> bytes | None:
         """Remove the ``nth`` occurrence of ``tag`` and return its value (``None`` if absent)."""
         t = int(tag)

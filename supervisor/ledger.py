@@ -202,7 +202,7 @@ class _Offer:
 
 def _classify(msg: FixMessage) -> _Offer:
     """The identity and order key of a report (raises ReportError when it has none)."""
-    f: dict[int, bytes] = dict(reversed(msg.pairs))  # the first occurrence of each tag wins
+    f: dict[int, bytes] = msg.first_values()
     mt = f.get(35)
     if mt not in (b"8", b"9"):
         raise ReportError(

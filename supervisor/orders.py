@@ -219,7 +219,7 @@ def _dec(v: bytes | None, tag: int) -> Decimal | None:
 
 def parse_report(msg: FixMessage) -> _Report:
     """Parse the tracker's view of a 35=8 or 35=9 message (raises :class:`ReportError`)."""
-    f: dict[int, bytes] = dict(reversed(msg.pairs))  # the first occurrence of each tag wins
+    f: dict[int, bytes] = msg.first_values()
     mt = f.get(35)
     if mt not in (b"8", b"9"):
         raise ReportError(

@@ -501,19 +501,10 @@ def _fmt_exec_id(clock: int, event: int, index: int) -> str:
 
 
 class _Fields(Protocol):
-    """Where a handler reads fields from: a :class:`FixMessage`, or :func:`_first_values`."""
+    """Where a handler reads fields from: a :class:`FixMessage`, or its
+    :meth:`~sessions.message.FixMessage.first_values`."""
 
     def get(self, tag: int) -> bytes | None: ...
-
-
-def _first_values(msg: FixMessage) -> dict[int, bytes]:
-    """Tag → the value of its first occurrence (what ``msg.get`` returns), built in one pass.
-
-    A NewOrderSingle handler asks for some twenty tags; a dict answers each at once where
-    :meth:`FixMessage.get` scans the message again every time.
-    """
-    # Reversed, so that the first occurrence is the last one written and wins.
-    return dict(reversed(msg.pairs))
 
 
 def _need(msg: _Fields, tag: int) -> bytes:
@@ -1579,7 +1570,7 @@ class Exchange:
     ) -> None:
         acct = self._accounts[sess.account_id]
         flags = sess.flags
-        fields = _first_values(msg)
+        fields = msg.first_values()
         cl = _text(_need(fields, 11))
         qty = _dec(_need(fields, 38), 38)
         ord_type = _need(fields, 40)

@@ -217,3 +217,10 @@ def test_utc_timestamp_per_second_shortcut_agrees_with_a_full_print() -> None:
     times += [t0 + 0.9995, t0 + 0.9994, t0 + 59.9996, t0 - 0.0005, 0.0]
     for t in times:
         assert utc_timestamp(t) == full(t), t
+
+
+def test_first_values_answers_like_get_for_every_tag() -> None:
+    m = FixMessage([(35, b"8"), (448, b"a"), (452, b"1"), (448, b"b"), (452, b"2"), (58, b"x")])
+    f = m.first_values()
+    assert f == {35: b"8", 448: b"a", 452: b"1", 58: b"x"}
+    assert all(f[tag] == m.get(tag) for tag in f)
