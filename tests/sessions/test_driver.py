@@ -429,6 +429,31 @@ async def test_over_loopback_tcp(signer: LogonSigner) -> None:
     assert acceptor.of_type(LogonRequested)[0].sender_comp_id == KEY_ID
 
 
+async def test_direct_writes_keep_sequence_order_when_the_socket_fills(signer: LogonSigner) -> None:
+    # Plain TCP writes straight from send_app while nothing is queued; a burst larger than
+    # the socket buffers must spill to the writer task with nothing lost or reordered.
+    acceptor = Acceptor(public_key=signer.public_key())
+    filler = "x" * 4000
+    count = 2000  # about 8 MB: well beyond loopback socket buffers
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, acceptor.serve, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        stream = await open_transport("127.0.0.1", port, tls=False)
+        async with open_fix_session(stream, initiator(signer), peer_name="loopback") as session:
+            await session.wait_logged_on()
+            seqs = [session.send_app("D", [(11, f"c{i}"), (58, filler)]) for i in range(count)]
+            spilled = session.unsent_bytes
+            await session.test_request(timeout=30)  # answered after every D was read
+            await session.logout()
+        await acceptor.finished.wait()
+        nursery.cancel_scope.cancel()
+    assert spilled > 0  # the burst did reach the writer-task path
+    got = [e.message for e in acceptor.of_type(ApplicationMessage)]
+    assert [m.get(11) for m in got] == [f"c{i}".encode() for i in range(count)]
+    assert [int(m.get(34) or b"0") for m in got] == seqs
+    assert seqs == list(range(seqs[0], seqs[0] + count))
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
