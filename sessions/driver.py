@@ -81,6 +81,9 @@ _LOGOUT_GRACE = 1.0
 # this much later instead of spinning.
 _TIMER_RETRY = 0.001
 
+# os.write on a socket's descriptor is a send() on POSIX only.
+_POSIX = os.name == "posix"
+
 _TRANSPORT_ERRORS = (
     trio.BrokenResourceError,
     trio.ClosedResourceError,
@@ -179,7 +182,7 @@ class FixSession:
         # when the writer is idle. Waking the writer task costs two trips through Trio's
         # scheduler per message; a direct non-blocking send costs one system call.
         self._direct: trio.socket.SocketType | None = (
-            stream.socket if isinstance(stream, trio.SocketStream) else None
+            stream.socket if isinstance(stream, trio.SocketStream) and _POSIX else None
         )
         self._writer_wake = trio.Event()
         self._timer_wake = trio.Event()
@@ -459,11 +462,10 @@ class FixSession:
         assert self._direct is not None
         try:
             sent = os.write(self._direct.fileno(), data)
-        except BlockingIOError:
-            return data
         except OSError:
-            # Broken or closed: the writer's send_all meets the same error and ends the
-            # session through the one path that reports transport failures.
+            # Full (BlockingIOError), broken or closed: the writer task takes it from here,
+            # and a broken socket then ends the session through the one path that reports
+            # transport failures.
             return data
         return data[sent:]
 
