@@ -87,6 +87,47 @@ async def test_waits_instead_of_overdrawing_first_come_first_served(autojump_clo
     assert limiter.waited == 5
 
 
+async def test_tokens_at_hand_are_taken_without_yielding_but_cancellation_holds(
+    autojump_clock: Any,
+) -> None:
+    limiter = RateLimiter("Basic")
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)  # runnable, waiting for a schedule point
+        await limiter.acquire("D")
+        assert ran == []  # no trip through the scheduler on the fast path
+    assert ran == ["other"]
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await limiter.acquire("D")
+        raise AssertionError("not reached")  # pragma: no cover
+    assert scope.cancelled_caught  # and the cancelled request took no tokens:
+    assert limiter.bucket().tokens == pytest.approx(limiter.capacity - limiter.cost)
+
+
+async def test_a_newcomer_queues_behind_a_waiter_even_once_tokens_are_back(
+    autojump_clock: Any,
+) -> None:
+    limiter = RateLimiter("Basic")
+    for _ in range(10):
+        await limiter.acquire("D")
+    order: list[str] = []
+
+    async def one(name: str) -> None:
+        await limiter.acquire("D")
+        order.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "first")
+        await trio.sleep(0.05)  # "first" holds the queue, five tokens back of the ten it needs
+        nursery.start_soon(one, "second")
+    assert order == ["first", "second"]
+
+
 async def test_session_messages_and_other_shards_do_not_wait(autojump_clock: Any) -> None:
     limiter = RateLimiter("Basic")
     for _ in range(10):
