@@ -260,6 +260,27 @@ class FixSession:
         seq: int = self._call(self._conn.send_app, mt, pairs, self._now(), timer=False)
         return seq
 
+    def send_app_many(
+        self, messages: Iterable[tuple[bytes | str, Iterable[tuple[int, Value]]]]
+    ) -> list[int]:
+        """Queue several application messages, ``(msg_type, body)`` each, in one go; returns
+        their MsgSeqNums. They leave together (one write where the socket takes it), which is
+        what a burst of reports answering one request should cost.
+
+        Stops at the first message the core refuses (raising as :meth:`send_app` does); those
+        before it are sent.
+        """
+        now = self._now()
+        seqs: list[int] = []
+        try:
+            for msg_type, body in messages:
+                mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
+                pairs = [(int(t), to_bytes(v)) for t, v in body]
+                seqs.append(self._conn.send_app(mt, pairs, now))
+        finally:
+            self._after_core(timer=False)
+        return seqs
+
     async def send(self, msg_type: bytes | str, body: Iterable[tuple[int, Value]]) -> int:
         """Like :meth:`send_app`, but first waits while the unsent bytes exceed the high-water
         mark, so a fast producer cannot outrun a slow connection."""

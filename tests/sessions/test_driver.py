@@ -406,6 +406,22 @@ async def test_send_message_replaces_header(
     assert app.message.get(49) == KEY_ID.encode() and app.message.get(11) == b"abc"
 
 
+async def test_send_app_many_queues_in_order_and_keeps_what_preceded_a_refusal(
+    autojump_clock: trio.testing.MockClock, signer: LogonSigner
+) -> None:
+    acceptor = Acceptor()
+    async with linked(signer, acceptor) as (session, tap):
+        await session.wait_logged_on()
+        seqs = session.send_app_many([("D", [(11, "a")]), (b"D", [(11, b"b"), (38, 5)])])
+        assert seqs == [2, 3]
+        with pytest.raises(LocalProtocolError, match="session message"):
+            session.send_app_many([("D", [(11, "c")]), ("0", []), ("D", [(11, "never")])])
+        await session.test_request(timeout=5)  # round trip: every D is processed by now
+    got = [e.message for e in acceptor.of_type(ApplicationMessage)]
+    assert [(m.get(34), m.get(11)) for m in got] == [(b"2", b"a"), (b"3", b"b"), (b"4", b"c")]
+    assert got[1].get(38) == b"5"
+
+
 # --------------------------------------------------------------------------- real sockets
 async def run_over(client_stream: trio.abc.Stream, signer: LogonSigner) -> tuple[float, SessionEnded | None]:
     async with open_fix_session(client_stream, initiator(signer), peer_name="loopback") as session:
