@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from sessions.testing.client import new_order
+from sessions.testing.faults import FaultKind
 from supervisor.backoff import Backoff
 from supervisor.classify import key_busy_delay
 from supervisor.config import RestartType
@@ -73,6 +74,35 @@ async def test_restarts_after_a_drop_with_exponential_backoff_and_jitter(
     assert unplanned[0].was_logged_on and unplanned[0].ended.initiated_by == "transport"
     assert all(not d.was_logged_on for d in unplanned[1:])
     assert len(unplanned) == len(observed)
+
+
+async def test_a_stall_that_delivers_stale_messages_is_a_retry_not_a_stop(
+    kalshi_gateway, autojump_clock, tmp_path
+) -> None:
+    # The gateway neither reads nor writes for 65 s. Its Heartbeat, due 30 s in, waits out
+    # the stall and arrives 35 s old: beyond the 30 s SendingTime tolerance, before our own
+    # TestRequest times out (36 + 36 s). Clocks agreed at Logon, so this is a stalled
+    # connection, not a clock that is off: log on again, do not stop the session for good.
+    gw = kalshi_gateway
+    config = build_config(
+        gw, tmp_path, {"orders": ("KalshiNR", "nr")},
+        overrides={"orders": {"heartbeat_interval": 30}},
+        backoff_min=1.0, backoff_jitter=0.0,
+    )
+    rec = Recorder()
+    async with Supervisor(config, observers=[rec], clock=gw.clock) as sup:
+        await wait_state(sup, "orders", ChildState.UP)
+        mark = len(sup.history)
+        gw.inject("stall:endpoint=KalshiNR,duration=65")
+        with trio.fail_after(600):  # a stopped child would never come back up
+            down = await wait_state(sup, "orders", ChildState.BACKOFF, since=mark)
+            up = await wait_state(sup, "orders", ChildState.UP, since=mark)
+        assert sup.status()["orders"].state is ChildState.UP
+    assert "SendingTime" in down.detail and "stalled" in down.detail
+    assert up.time - down.time >= 2 * 30  # Kalshi may still hold the key: 2×HeartBtInt
+    (stalled,) = [d for d in rec.downs if d.kind is DownKind.UNPLANNED]
+    assert stalled.was_logged_on
+    assert gw.fault_log.of_kind(FaultKind.STALL)
 
 
 async def test_exceeding_the_restart_intensity_escalates(
