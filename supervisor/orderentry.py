@@ -94,6 +94,10 @@ __all__ = [
 
 _CL_ORD_ID = re.compile(r"[-\w:+=/]{1,64}", re.ASCII)
 _EXCHANGE_UNAVAILABLE = b"EXCHANGE_UNAVAILABLE"
+# Requests remembered by MsgSeqNum per process (the newest are kept).
+_BY_SEQ_LIMIT = 65536
+# The smallest number of remembered requests worth sweeping for finished orders.
+_SWEEP_MIN = 4096
 _GROUP_ACTIONS = {"create": 1, "reset": 2, "delete": 3, "trigger": 4, "update": 5}
 _SIDES = {"1": "1", "2": "2", "buy": "1", "sell": "2", "yes": "1", "no": "2"}
 
@@ -273,8 +277,11 @@ class OrderEntry(ObserverBase):
         self._reserved: set[str] = set()
         self._amb: dict[str, _Ambiguity] = {}
         self._resending: set[str] = set()
-        self._attempts: dict[str, int] = {}
+        # (session, MsgSeqNum) → ClOrdID of the requests sent on the current connections, for a
+        # BusinessMessageReject that names only RefSeqNum(45). Oldest first (dict order).
         self._by_seq: dict[tuple[str, int], str] = {}
+        # _requests is swept of finished orders once it holds this many entries.
+        self._sweep_at = _SWEEP_MIN
         self._mass: dict[str, tuple[str, _Waiter]] = {}
         self._groups: dict[str, deque[_Waiter]] = {}
         self._group_locks: dict[str, trio.Lock] = {}
@@ -328,6 +335,10 @@ class OrderEntry(ObserverBase):
     def session_down(self, down: SessionDown) -> None:
         name = down.name
         now = self.clock()
+        # The next connection numbers its messages afresh (or resends under the same numbers):
+        # a RefSeqNum(45) must never find a request of this one.
+        for key in [k for k in self._by_seq if k[0] == name]:
+            del self._by_seq[key]
         for cl in self.tracker.in_flight():
             req = self._requests.get(cl)
             if req is None or req.session != name:
@@ -521,10 +532,33 @@ class OrderEntry(ObserverBase):
                 self.tracker.apply(_local_reject(self._requests[cl], "NOT_SENT_SESSION_DOWN"))
             raise
         if cl is not None:
-            self._by_seq[(handle.name, seq)] = cl
+            self._remember_seq(handle.name, seq, cl)
             if cl in self._requests:
                 self._requests[cl].seq_num = seq
+                if len(self._requests) >= self._sweep_at:
+                    self._sweep_requests()
         return OrderTicket(cl or "", handle.name, msg_type, seq)
+
+    def _remember_seq(self, session: str, seq: int, cl: str) -> None:
+        by_seq = self._by_seq
+        by_seq[(session, seq)] = cl
+        if len(by_seq) > _BY_SEQ_LIMIT:
+            # A BusinessMessageReject answers within moments; a connection that lives for days
+            # must not keep every number it ever sent.
+            del by_seq[next(iter(by_seq))]
+
+    def _sweep_requests(self) -> None:
+        """Forget the requests of orders that are over (neither open nor ambiguous nor being
+        resent): a process that runs for weeks must not keep every request it ever sent. The
+        tracker still knows those orders (ClOrdID reuse stays refused)."""
+        tracker = self.tracker
+        for cl in list(self._requests):
+            if cl in self._amb or cl in self._resending:
+                continue
+            state = tracker.get(cl)
+            if state is not None and not state.is_open:
+                del self._requests[cl]
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(self._requests))
 
     async def new_order(
         self,
@@ -905,7 +939,7 @@ class OrderEntry(ObserverBase):
                     self._not_received(cl, req.msg_type, f"{reason}; not resent: {e}")
                     return
                 req.seq_num = seq
-                self._by_seq[(handle.name, seq)] = cl
+                self._remember_seq(handle.name, seq, cl)
                 self.events.publish(
                     AmbiguityResolved(
                         cl, "resent",

@@ -24,6 +24,7 @@ from test_exactly_once import (
 )
 
 from sessions.testing.faults import FaultKind
+from supervisor import orderentry as orderentry_module
 from supervisor.orderentry import AmbiguityResolved, RequestRefused, RequestRejected
 from supervisor.orders import DuplicateRequestError, UnknownOrderError
 from supervisor.observer import SessionNotActive
@@ -179,6 +180,38 @@ async def test_business_rejects_close_the_request_without_an_execution(
         accepted = {r.cl_ord_id for r in gw.ground_truth("ACCT-1")}
         assert accepted | {e.cl_ord_id for e in refused} == {t.cl_ord_id for t in sent}
         assert len(oe.open_orders()) == len(accepted)
+
+
+async def test_requests_of_finished_orders_are_forgotten_open_ones_kept(
+    rigs: RigFactory, autojump_clock: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    # A daemon that runs for weeks must not keep every request it sent.
+    monkeypatch.setattr(orderentry_module, "_SWEEP_MIN", 8)
+    gw = rigs.gateway()
+    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path) as rig:
+        oe = rig.order_entry
+        await rig.nr().wait_active()
+        done = []
+        for _ in range(25):
+            t = await oe.new_order(MKT0, "buy", 1, 45)
+            await rig.settle()
+            await oe.cancel(t.cl_ord_id)
+            await rig.settle()
+            done.append(t.cl_ord_id)
+        # 50 requests sent, all finished: the sweeps kept the table small on the way.
+        assert len(oe._requests) < 20
+        resting = await oe.new_order(MKT0, "buy", 1, 44)
+        await rig.settle()
+        oe._sweep_requests()
+        assert set(oe._requests) == {resting.cl_ord_id}
+        assert all(not oe.order(cl).is_open for cl in done)  # the tracker still has them
+        with pytest.raises(DuplicateRequestError):
+            await oe.new_order(MKT0, "buy", 1, 45, cl_ord_id=done[0])
+        # A connection's MsgSeqNums die with it: the next one numbers from 1 again.
+        assert any(name == "orders" for name, _ in oe._by_seq)
+        gw.inject("drop:endpoint=KalshiNR")
+        await wait_for(lambda: not rig.nr().active)
+        assert not any(name == "orders" for name, _ in oe._by_seq)
 
 
 @pytest.mark.parametrize("retry", [True, False])
