@@ -137,6 +137,13 @@ class _EventQueue:
         while not self._closed and not self._unbounded and len(self._items) >= self._bound:
             await self._writable.park()
 
+    def take_all(self) -> list[Event]:
+        """Every queued event, without waiting."""
+        items = list(self._items)
+        self._items.clear()
+        self._writable.unpark_all()
+        return items
+
     async def get(self) -> Event | None:
         """The next event, or ``None`` once the queue is closed and drained."""
         while not self._items:
@@ -337,6 +344,15 @@ class FixSession:
         if event is None:
             raise SessionClosed(self._ended_text("the session"))
         return event
+
+    async def next_events(self) -> list[Event]:
+        """Every event queued by now, in order (waiting for at least one); an empty list once
+        the session is over and every event has been taken. One wake-up per burst read from
+        the wire, for consumers that handle events in batches."""
+        first = await self._queue.get()
+        if first is None:
+            return []
+        return [first, *self._queue.take_all()]
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event in order, ending after the session's last one (``SessionEnded``)."""

@@ -27,10 +27,9 @@ import attrs
 import trio
 
 from sessions.config import SessionConfig
-from sessions.connection import State
 from sessions.driver import FixSession
 from sessions.errors import LocalProtocolError, SessionClosed
-from sessions.events import ApplicationMessage, LoggedOn, SequenceGap, SessionEnded
+from sessions.events import ApplicationMessage, Event, LoggedOn, SequenceGap, SessionEnded
 from sessions.message import Value
 from sessions.store import MessageStore
 
@@ -419,24 +418,43 @@ class SessionChild:
             await session.logout(text)
 
     async def _pump(self, session: FixSession, attempt: _Attempt) -> SessionEnded | Exception:
-        """Hand the session's events to the observers, in wire order, until it ends."""
-        async for event in session.events():
-            if isinstance(event, LoggedOn):
-                attempt.was_logged_on = True
-                self._went_up(session, event)
-            elif isinstance(event, ApplicationMessage):
-                self._tree.notify("application_message", self.name, event)
-            elif isinstance(event, SequenceGap):
-                self._tree.notify("sequence_gap", self.name, event)
-            elif isinstance(event, SessionEnded):
-                self.active_session = None
-                if not attempt.was_logged_on:
-                    try:
-                        await session.wait_logged_on()
-                    except Exception as exc:  # LogonRejected / TransportError: classified
-                        return exc
-                return event
+        """Hand the session's events to the observers, in wire order, until it ends. The
+        application messages of one burst go to them together (one ledger transaction, one
+        wake-up of the consumer, instead of one per message)."""
+        while events := await session.next_events():
+            burst: list[ApplicationMessage] = []
+            for event in events:
+                if isinstance(event, ApplicationMessage):
+                    burst.append(event)
+                    continue
+                if burst:
+                    self._tree.notify_messages(self.name, burst)
+                    burst = []
+                outcome = await self._on_event(session, attempt, event)
+                if outcome is not None:
+                    return outcome
+            if burst:
+                self._tree.notify_messages(self.name, burst)
         return session.ended or SessionClosed(f"session {self.name!r} ended without an event")
+
+    async def _on_event(
+        self, session: FixSession, attempt: _Attempt, event: Event
+    ) -> SessionEnded | Exception | None:
+        """One event other than an application message; the attempt's outcome once it ends."""
+        if isinstance(event, LoggedOn):
+            attempt.was_logged_on = True
+            self._went_up(session, event)
+        elif isinstance(event, SequenceGap):
+            self._tree.notify("sequence_gap", self.name, event)
+        elif isinstance(event, SessionEnded):
+            self.active_session = None
+            if not attempt.was_logged_on:
+                try:
+                    await session.wait_logged_on()
+                except Exception as exc:  # LogonRejected / TransportError: classified
+                    return exc
+            return event
+        return None
 
     def _went_up(self, session: FixSession, logged_on: LoggedOn) -> None:
         self._backoff.reset()

@@ -11,7 +11,7 @@ task with the ``spawn`` function it was given in :meth:`SessionObserver.attach`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -136,6 +136,13 @@ class SessionObserver(Protocol):
 
     def application_message(self, name: str, event: ApplicationMessage) -> None: ...
 
+    def application_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
+        """Optional: the application messages of one burst read from the wire, in order
+        (default: :meth:`application_message` for each). The tree hands a burst to each
+        observer in turn, so an observer later in the list sees the whole burst after the
+        earlier ones have taken all of it."""
+        ...
+
     def sequence_gap(self, name: str, gap: SequenceGap) -> None: ...
 
 
@@ -155,6 +162,11 @@ class ObserverBase:
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
         pass
+
+    def application_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
+        """One burst; override to take it at once (e.g. one store transaction)."""
+        for event in events:
+            self.application_message(name, event)
 
     def sequence_gap(self, name: str, gap: SequenceGap) -> None:
         pass

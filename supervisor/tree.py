@@ -58,7 +58,7 @@ import datetime as dt
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -67,6 +67,7 @@ import trio
 from sessions.config import Config
 from sessions.driver import connect_session, default_clock, open_session_store
 from sessions.errors import ConfigError
+from sessions.events import ApplicationMessage
 from sessions.maintenance import MaintenanceCalendar
 
 from .backoff import Backoff
@@ -368,6 +369,27 @@ class Supervisor:
                 log.error(
                     "observer %s raised in %s; the supervisor is shutting down",
                     type(observer).__name__, method, exc_info=exc,
+                )
+                self.fail(exc)
+
+    def notify_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
+        """Hand one burst of application messages to every observer in turn (its
+        ``application_messages`` if it has one, else ``application_message`` per event); an
+        exception fails the supervisor."""
+        for observer in self._observers:
+            try:
+                batch = getattr(observer, "application_messages", None)
+                if batch is not None:
+                    batch(name, events)
+                    continue
+                one = getattr(observer, "application_message", None)
+                if one is not None:
+                    for event in events:
+                        one(name, event)
+            except Exception as exc:  # noqa: BLE001 - re-raised from the async with
+                log.error(
+                    "observer %s raised in application_messages; the supervisor is shutting "
+                    "down", type(observer).__name__, exc_info=exc,
                 )
                 self.fail(exc)
 

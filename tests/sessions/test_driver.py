@@ -422,6 +422,26 @@ async def test_send_app_many_queues_in_order_and_keeps_what_preceded_a_refusal(
     assert got[1].get(38) == b"5"
 
 
+async def test_next_events_takes_a_whole_burst_and_ends_empty(
+    autojump_clock: trio.testing.MockClock, signer: LogonSigner
+) -> None:
+    acceptor = Acceptor()
+    async with linked(signer, acceptor) as (session, _tap):
+        (logged_on,) = await session.next_events()
+        assert isinstance(logged_on, LoggedOn)
+        await session.test_request(timeout=5)
+        assert acceptor.session is not None
+        acceptor.session.send_app_many([("8", [(17, "e1")]), ("8", [(17, "e2")])])
+        await session.test_request(timeout=5)  # both are read by now
+        burst = await session.next_events()
+        got = [e.message.get(17) for e in burst if isinstance(e, ApplicationMessage)]
+        assert got == [b"e1", b"e2"]
+        await session.logout()
+        rest = await session.next_events()
+        assert isinstance(rest[-1], SessionEnded)
+        assert await session.next_events() == []
+
+
 # --------------------------------------------------------------------------- real sockets
 async def run_over(client_stream: trio.abc.Stream, signer: LogonSigner) -> tuple[float, SessionEnded | None]:
     async with open_fix_session(client_stream, initiator(signer), peer_name="loopback") as session:

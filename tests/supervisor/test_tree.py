@@ -186,6 +186,47 @@ async def test_starts_in_order_serves_handles_and_stops_in_reverse_with_logouts(
         open_session_store(cfg, gw.clock()).close()
 
 
+class _Batches(ObserverBase):
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    def application_messages(self, name: str, events: Any) -> None:
+        self.batches.append([e.message.get(11) or b"" for e in events])
+
+
+class _OneByOne:
+    """Duck-typed (not an ObserverBase): no application_messages, only the per-message
+    callback."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    def attach(self, handles: Any, spawn: Any, clock: Any) -> None:
+        pass
+
+    def application_message(self, name: str, event: ApplicationMessage) -> None:
+        self.seen.append(event.message.get(11) or b"")
+
+
+async def test_a_burst_of_messages_reaches_each_observer_whole_and_in_order(
+    kalshi_gateway, autojump_clock, tmp_path
+) -> None:
+    gw = kalshi_gateway
+    batches, one_by_one = _Batches(), _OneByOne()
+    config = build_config(gw, tmp_path, {"orders": ("KalshiNR", "nr")})
+    async with Supervisor(config, observers=[batches, one_by_one], clock=gw.clock) as sup:
+        await sup.wait_started()
+        orders = sup.handle("orders")
+        for i in range(3):
+            orders.send_app("D", new_order(f"b{i}", gw.markets[0], 1, 1, 60))
+        while len(one_by_one.seen) < 6:  # pending + acknowledged for each
+            await trio.sleep(0.1)
+    flat = [cl for batch in batches.batches for cl in batch]
+    assert flat == one_by_one.seen
+    assert sorted(set(flat)) == [b"b0", b"b1", b"b2"] and len(flat) == 6
+    assert max(len(b) for b in batches.batches) >= 2  # a report pair arrives as one burst
+
+
 async def test_status_events_iterate_until_shutdown(kalshi_gateway, autojump_clock, tmp_path):
     gw = kalshi_gateway
     config = build_config(gw, tmp_path, {"orders": ("KalshiNR", "nr")})
