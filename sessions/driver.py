@@ -156,6 +156,17 @@ class _EventQueue:
         return event
 
 
+def _wire_pairs(body: Iterable[tuple[int, Value]]) -> list[tuple[int, bytes]]:
+    """``body`` as the core takes it, ``(int, bytes)`` pairs. A body that already is one (the
+    simulated gateway's reports, pre-rendered) is passed on as it is: checking is cheaper than
+    rebuilding every pair."""
+    pairs = body if type(body) is list else list(body)
+    for t, v in pairs:
+        if type(v) is not bytes or type(t) is not int:
+            return [(int(t), to_bytes(v)) for t, v in pairs]
+    return pairs  # type: ignore[return-value]
+
+
 def default_clock() -> Clock:
     """Epoch seconds as wall offset (captured now) + ``trio.current_time()``."""
     # Captured once: FIX time then advances exactly with Trio's clock (MockClock included).
@@ -263,8 +274,7 @@ class FixSession:
         Raises :class:`~sessions.errors.LocalProtocolError` unless the session is active.
         """
         mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-        pairs = [(int(t), to_bytes(v)) for t, v in body]
-        seq: int = self._call(self._conn.send_app, mt, pairs, self._now(), timer=False)
+        seq: int = self._call(self._conn.send_app, mt, _wire_pairs(body), self._now(), timer=False)
         return seq
 
     def send_app_many(
@@ -282,8 +292,7 @@ class FixSession:
         try:
             for msg_type, body in messages:
                 mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-                pairs = [(int(t), to_bytes(v)) for t, v in body]
-                seqs.append(self._conn.send_app(mt, pairs, now))
+                seqs.append(self._conn.send_app(mt, _wire_pairs(body), now))
         finally:
             self._after_core(timer=False)
         return seqs
