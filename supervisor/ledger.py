@@ -73,6 +73,15 @@ copy the resume points) and at :meth:`~ExecutionLedger.prune` (the reports they 
 deleted). Opening a ledger rebuilds them from the stored reports, so a crash loses nothing, and
 an offer writes only the report and its queue entry.
 
+Delivery from memory. Reading back what this process has just stored would cost a query and
+a decode per item, so the ledger keeps the reports it released (and those staged under a hold)
+in memory, as the offered messages, until they are acked; :meth:`~ExecutionLedger.next_undelivered`
+serves them from there — after the same commit, so nothing undurable is handed out. Whatever
+memory does not hold is read from the file: after a restart, after the reload that follows a
+failed commit, and beyond a bound of 16,384 items (about 4 KB each, so a large backlog costs at
+most some 70 MB). The file stays the only source of truth; memory is only a copy of committed
+rows, dropped as they are acked.
+
 Same SQLite discipline as :mod:`sessions.store`: WAL, ``synchronous=NORMAL`` by default (process
 crashes lose nothing committed; ``FULL`` adds power-loss safety), errors as
 :class:`LedgerError` naming the file. The connection keeps SQLite's file lock while open (one
@@ -127,6 +136,9 @@ Source = Literal["live", "dropcopy"]
 _Synchronous = Literal["NORMAL", "FULL"]
 _SOURCES = ("live", "dropcopy")
 _CHUNK = 500  # keys per "IN (...)" query: well under SQLite's variable limit
+# Released and staged reports kept in memory for delivery ("Delivery from memory" in the module
+# docstring): the messages as offered, about 4 KB each.
+_MEMORY_ITEMS = 16384
 _MAX_INT64 = 2**63 - 1
 
 
@@ -198,6 +210,7 @@ class _Offer:
     order_key: str
     tags: bytes | None
     raw: bytes
+    message: FixMessage
 
 
 def _classify(msg: FixMessage) -> _Offer:
@@ -228,7 +241,7 @@ def _classify(msg: FixMessage) -> _Offer:
             raise ReportError(f"ExecID {exec_id} does not fit the ledger's 64-bit columns")
         key = str(exec_id)
         order_key = f"id:{order_id}" if order_id else f"cl:{cl}"
-        return _Offer(key, exec_id, order_key, *_encode(msg))
+        return _Offer(key, exec_id, order_key, *_encode(msg), msg)
     if not cl:
         raise ReportError(
             f"a report without a real ExecID needs a ClOrdID(11) to be identified: {msg!r}"
@@ -243,7 +256,7 @@ def _classify(msg: FixMessage) -> _Offer:
     key = f"N|{mt.decode()}|{cl}|{exec_type}|{ord_status}|{stamp}"
     # Placeholder OrderIDs on rejects (REFERENCE §4.7) must not tie unrelated requests together.
     order_key = f"id:{order_id}" if order_id and mt == b"8" and exec_type != "8" else f"cl:{cl}"
-    return _Offer(key, None, order_key, *_encode(msg))
+    return _Offer(key, None, order_key, *_encode(msg), msg)
 
 
 # ----------------------------------------------------------------------------- schema
@@ -332,6 +345,24 @@ def _item(row: tuple[Any, ...]) -> DeliveredExecution:
     )
 
 
+def _memory_item(
+    delivery_id: int, row: Sequence[Any], late: int, message: FixMessage
+) -> DeliveredExecution:
+    """An item kept in memory: its row (columns as in ``_INSERT``) and the offered message."""
+    idx = row[2]
+    return DeliveredExecution(
+        delivery_id=delivery_id,
+        key=row[1],
+        exec_id=None if idx is None else ExecId.from_parts(row[3], row[4], idx),
+        order_key=row[5],
+        source=row[6],
+        session=row[7],
+        received=row[8],
+        late=bool(late),
+        message=message,
+    )
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -413,6 +444,11 @@ class ExecutionLedger:
         self._order_dirty: set[str] = set()
         # Per order: the highest (index, clock, event) released, and its last activity.
         self._order_marks: dict[str, tuple[tuple[int, int, int], float]] = {}
+        # Delivery from memory (module docstring): released items by delivery id (their row,
+        # columns of _INSERT, late flag and message); staged ones by arrival. Whatever is
+        # missing (a restart, this reload, the bound) is read from the file instead.
+        self._memory: dict[int, tuple[Sequence[Any], int, FixMessage]] = {}
+        self._staged: dict[int, tuple[Sequence[Any], FixMessage]] = {}
         try:
             hold_from, acked = conn.execute(
                 "SELECT hold_from, acked_through FROM meta WHERE id = 1"
@@ -713,7 +749,15 @@ class ExecutionLedger:
                 conn.executemany(_INSERT, rows)
                 self._next_arrival = arrival
                 if self._hold_from is None:
-                    self._next_delivery = self._enqueue(conn, rows, self._next_delivery)
+                    self._next_delivery = self._enqueue(
+                        conn, rows, self._next_delivery, [o.message for o in fresh]
+                    )
+                else:
+                    staged = self._staged
+                    room = _MEMORY_ITEMS - len(staged) - len(self._memory)
+                    if room > 0:
+                        for row, o in zip(rows[:room], fresh):
+                            staged[row[0]] = (row, o.message)
             if not defer_commit:
                 self._commit(conn, "offer")
         except sqlite3.Error as e:
@@ -746,29 +790,41 @@ class ExecutionLedger:
             out.append(o)
         return out
 
-    def _enqueue(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], first: int) -> int:
+    def _enqueue(
+        self,
+        conn: sqlite3.Connection,
+        rows: Sequence[Sequence[Any]],
+        first: int,
+        messages: Sequence[FixMessage | None] = (),
+    ) -> int:
         """Queue ``rows`` (arrival order; columns as in ``_INSERT``, at least through
         ``received``) under delivery ids from ``first``: arrival order, except that each
         order's real executions fill that order's slots in ExecID order. Flags rows older than
-        a previously released report of their order. Returns the next free delivery id."""
+        a previously released report of their order. Returns the next free delivery id.
+        ``messages`` (by position in ``rows``; ``None`` where unknown) are kept in memory for
+        delivery, within the bound."""
         groups: dict[str, list[int]] = {}
         for pos, row in enumerate(rows):
             if row[2] is not None:
                 groups.setdefault(row[5], []).append(pos)
-        ordered: list[Sequence[Any]] = list(rows)
+        ordered = list(range(len(rows)))
         for slots in groups.values():
             if len(slots) > 1:
-                members = sorted((rows[p] for p in slots), key=lambda r: (r[2], r[3], r[4]))
-                for p, r in zip(slots, members):
-                    ordered[p] = r
+                members = sorted(slots, key=lambda p: (rows[p][2], rows[p][3], rows[p][4]))
+                for p, m in zip(slots, members):
+                    ordered[p] = m
         # Per order: the highest (index, clock, event) released so far. One order lives on one
         # exchange index; should reports of one order ever span two, the larger index wins and
         # no late flag is raised across them (ExecIDs of different indexes are unrelated).
         marks = self._order_marks
         dirty = self._order_dirty
+        # The reload after a failed commit forgets what is kept here, as it forgets the rows.
+        memory = self._memory
+        room = _MEMORY_ITEMS - len(memory) - len(self._staged)
         queue = []
         did = first
-        for row in ordered:
+        for pos in ordered:
+            row = rows[pos]
             late = 0
             if row[2] is not None:
                 e = (row[2], row[3], row[4])
@@ -783,6 +839,11 @@ class ExecutionLedger:
                 marks[ok] = (best, row[8])
                 dirty.add(ok)
             queue.append((did, row[0], late))
+            if room > 0 and messages:
+                message = messages[pos]
+                if message is not None:
+                    memory[did] = (row, late, message)
+                    room -= 1
             did += 1
         conn.executemany(_ENQUEUE, queue)
         return did
@@ -818,13 +879,30 @@ class ExecutionLedger:
         if self._hold_from is None:
             return 0
         conn = self._begin("release")
+        staged = self._staged
         try:
-            rows = conn.execute(
-                "SELECT arrival, key, idx, clock, event, order_key, source, session, received "
-                "FROM reports WHERE arrival >= ? ORDER BY arrival",
-                (self._hold_from,),
-            ).fetchall()
-            next_delivery = self._enqueue(conn, rows, self._next_delivery)
+            rows: list[Sequence[Any]]
+            messages: list[FixMessage | None]
+            if len(staged) == self._next_arrival - self._hold_from:
+                # Every staged report was offered in this process and kept: no need to read
+                # them back (the arrivals from hold_from on are contiguous).
+                kept = [staged[a] for a in range(self._hold_from, self._next_arrival)]
+                rows = [row for row, _ in kept]
+                messages = [m for _, m in kept]
+            else:
+                rows = conn.execute(
+                    "SELECT arrival, key, idx, clock, event, order_key, source, session, "
+                    "received FROM reports WHERE arrival >= ? ORDER BY arrival",
+                    (self._hold_from,),
+                ).fetchall()
+                messages = [None] * len(rows)
+                for i, r in enumerate(rows):
+                    found = staged.get(r[0])
+                    if found is not None:
+                        rows[i], messages[i] = found
+            # They move to the delivery memory now (a failure below reloads both).
+            self._staged = {}
+            next_delivery = self._enqueue(conn, rows, self._next_delivery, messages)
             conn.execute("UPDATE meta SET hold_from = NULL WHERE id = 1")
             conn.execute("UPDATE exec_marks SET anchor_clock = NULL, anchor_event = NULL")
             self._commit(conn, "release")
@@ -852,11 +930,24 @@ class ExecutionLedger:
         # Never hand out what is not durable: a crash would deliver it again from the replay.
         self.commit()
         conn = self._connection()
+        out: list[DeliveredExecution] = []
+        memory = self._memory
+        did = start + 1
+        end = min(start + limit, self._next_delivery - 1)
+        while did <= end:
+            kept = memory.get(did)
+            if kept is None:
+                break
+            out.append(_memory_item(did, *kept))
+            did += 1
+        if did > end:
+            return out
         try:
-            rows = conn.execute(_SELECT_ITEMS, (start, limit)).fetchall()
+            rows = conn.execute(_SELECT_ITEMS, (did - 1, limit - len(out))).fetchall()
         except sqlite3.Error as e:
             raise _translate(e, self._path, "next_undelivered") from e
-        return [_item(r) for r in rows]
+        out.extend(_item(r) for r in rows)
+        return out
 
     def undelivered_count(self) -> int:
         """How many released items wait for an ack."""
@@ -890,6 +981,13 @@ class ExecutionLedger:
                 f"({self.last_delivery_id}); ack only delivery ids you received"
             )
         conn = self._connection()
+        memory = self._memory
+        if memory:
+            if len(memory) > n - self._acked:
+                for d in range(self._acked + 1, n + 1):
+                    memory.pop(d, None)
+            else:
+                self._memory = {d: kept for d, kept in memory.items() if d > n}
         if self._open_tx:
             # Deferred offers are waiting: one commit makes them and the ack durable.
             try:
