@@ -38,7 +38,7 @@ import heapq
 import random
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
@@ -60,6 +60,7 @@ from .orderbook import (
     fmt_money,
     fmt_price,
     fmt_qty,
+    price_printer,
 )
 from .ratelimit import WRITE, RateLimiter, check_tier
 
@@ -116,6 +117,9 @@ _TIFS = (b"0", b"1", b"3", b"4", b"6")
 _MARKET_STATUSES = ("open", "paused", "closed", "settled")
 _ET = ZoneInfo("America/New_York")
 _PENDING_EXEC_ID = "-1;-1"
+# The Trade-only fields of a report that is no Trade. Shared by every call, never written to;
+# a plain dict because ``**`` unpacks a dict faster than any other mapping.
+_NO_FILL: Mapping[str, Any] = {}
 _NO_ORDER_ID = "NONE"
 
 
@@ -232,7 +236,9 @@ class Outbound:
         return m
 
 
-@attrs.frozen(kw_only=True)
+# Not slotted: a frozen slotted class sets each field through object.__setattr__, a frozen dict
+# class stores them straight into its __dict__ — half the cost, on every report generated.
+@attrs.frozen(kw_only=True, slots=False)
 class ExecRecord:
     """One ExecutionReport the exchange generated, with everything needed to print it.
 
@@ -307,10 +313,12 @@ def _render(rec: ExecRecord, flags: LogonFlags) -> tuple[tuple[int, bytes], ...]
     exec_type, ord_status = rec.exec_type, rec.ord_status
     if rec.expiry and flags.use_expired_ord_status:
         exec_type = ord_status = "C"
-    dollars = flags.use_dollars
-    qty = rec.cum_qty + rec.leaves_qty
+    price_text = price_printer(flags.use_dollars)
+    cum, leaves = rec.cum_qty, rec.leaves_qty
     if flags.preserve_original_order_qty or exec_type == "8":
         qty = rec.order_qty  # a reject shows the quantity that was asked for
+    else:
+        qty = cum + leaves
     b: list[tuple[int, bytes]] = [(37, rec.order_id.encode()), (11, rec.cl_ord_id.encode())]
     if rec.orig_cl_ord_id is not None:
         b.append((41, rec.orig_cl_ord_id.encode()))
@@ -323,16 +331,12 @@ def _render(rec: ExecRecord, flags: LogonFlags) -> tuple[tuple[int, bytes], ...]
         (38, fmt_qty(qty)),
     ]
     if rec.price is not None:
-        b.append((44, fmt_price(rec.price, dollars)))
+        b.append((44, price_text(rec.price)))
     if rec.expire_time is not None:
         b.append((126, utc_timestamp(rec.expire_time)))
-    b += [
-        (14, fmt_qty(rec.cum_qty)),
-        (151, fmt_qty(rec.leaves_qty)),
-        (6, fmt_price(rec.avg_px, dollars)),
-    ]
+    b += [(14, fmt_qty(cum)), (151, fmt_qty(leaves)), (6, price_text(rec.avg_px))]
     if rec.last_qty is not None and rec.last_px is not None:
-        b += [(31, fmt_price(rec.last_px, dollars)), (32, fmt_qty(rec.last_qty))]
+        b += [(31, price_text(rec.last_px)), (32, fmt_qty(rec.last_qty))]
     b.append((60, utc_timestamp(rec.time)))
     if rec.rej_reason is not None:
         b.append((103, str(rec.rej_reason).encode()))
@@ -609,6 +613,7 @@ class Exchange:
         # Account → its sessions in key order (what _sessions_of answers), filled on demand and
         # dropped whenever a session comes or goes: every report asks, sessions rarely change.
         self._account_sessions: dict[str, list[_Session]] = {}
+        self._account_listeners: dict[str, list[_Session]] = {}
         self._markets: dict[str, _Market] = {}
         self._groups: dict[str, _OrderGroup] = {}
         self._open_orders: dict[str, Order] = {}
@@ -838,6 +843,7 @@ class Exchange:
             )
         self._advance(now)
         self._account_sessions.clear()
+        self._account_listeners.clear()
         self._sessions[key_id] = _Session(
             key_id=key_id,
             account_id=key.account_id,
@@ -857,6 +863,7 @@ class Exchange:
         if sess is None:
             return out
         self._account_sessions.clear()
+        self._account_listeners.clear()
         # Scope: orders entered through this key (REFERENCE §11 #26).
         if sess.endpoint in _ORDER_ENTRY and sess.flags.cancel_orders_on_disconnect:
             for order in sorted(self._open_orders.values(), key=lambda o: o.seq):
@@ -1094,6 +1101,15 @@ class Exchange:
             ]
         return found
 
+    def _listeners_of(self, account_id: str) -> list[_Session]:
+        """The account's listener sessions in key order (shared, like :meth:`_sessions_of`)."""
+        found = self._account_listeners.get(account_id)
+        if found is None:
+            found = self._account_listeners[account_id] = [
+                s for s in self._sessions_of(account_id) if s.is_listener
+            ]
+        return found
+
     def _add_timer(self, when: float, kind: str, ref: str) -> None:
         self._timer_seq += 1
         heapq.heappush(self._timers, (when, self._timer_seq, kind, ref))
@@ -1170,37 +1186,35 @@ class Exchange:
         return _fmt_exec_id(st[0], st[1], index), (st[0], st[1])
 
     def _recipients(self, order: Order) -> list[_Session]:
-        """Sessions that get the order's reports: the entering key and the account's listeners.
+        """Sessions that get the order's reports: the entering key and the account's listeners
+        (callers must not modify the list: it may be shared).
 
         Listeners are account-wide (REFERENCE §11 #17). RFQ maker orders go to every order-entry
         session of the account, as the maker's RFQ session carries no ExecutionReports.
         """
-        result: list[_Session] = []
-        if order.key_id is not None and not order.rfq_maker:
-            s = self._sessions.get(order.key_id)
-            if s is not None and s.endpoint in _ORDER_ENTRY:
-                result.append(s)
-        for s in self._sessions_of(order.account_id):
-            if (
-                s.endpoint in _ORDER_ENTRY
-                and (s.is_listener or order.rfq_maker)
-                and s not in result
-            ):
-                result.append(s)
-        return result
+        if order.rfq_maker:
+            return [s for s in self._sessions_of(order.account_id) if s.endpoint in _ORDER_ENTRY]
+        listeners = self._listeners_of(order.account_id)
+        s = self._sessions.get(order.key_id) if order.key_id is not None else None
+        if s is None or s.endpoint not in _ORDER_ENTRY:
+            return listeners
+        if not listeners:
+            return [s]
+        return [s, *(x for x in listeners if x is not s)]
 
     def _record(
         self,
         order: Order,
         exec_type: str,
         ord_status: str,
-        *,
         exec_id: str,
         orig: str | None = None,
         text: str | None = None,
-        rej_reason: int | None = None,
-        **extra: Any,
+        expiry: bool = False,
+        fill: Mapping[str, Any] = _NO_FILL,
     ) -> ExecRecord:
+        """The record of a report on ``order`` as it stands; ``fill``: a Trade report's own
+        fields (``last_qty`` … ``single_market_return``)."""
         return ExecRecord(
             exec_id=exec_id,
             exchange_index=order.exchange_index,
@@ -1220,27 +1234,43 @@ class Exchange:
             price=order.price,
             time=self._now,
             expire_time=order.expire_time,
-            rej_reason=rej_reason,
             text=text,
             sub=order.sub,
             parties=order.parties,
-            **extra,
+            expiry=expiry,
+            **fill,
         )
 
     def _exec(
-        self, order: Order, exec_type: str, ord_status: str, out: list[Outbound], **kw: Any
+        self,
+        order: Order,
+        exec_type: str,
+        ord_status: str,
+        out: list[Outbound],
+        *,
+        orig: str | None = None,
+        text: str | None = None,
+        expiry: bool = False,
+        fill: Mapping[str, Any] = _NO_FILL,
     ) -> ExecRecord:
         """Generate a real execution (new ExecID): store it and deliver it."""
         index = order.exchange_index
         exec_id, k = self._next_exec_id(index)
-        rec = self._record(order, exec_type, ord_status, exec_id=exec_id, **kw)
-        keys, times = self._exec_log.setdefault(index, ([], []))
-        keys.append(k)
-        times.append(rec.time)
-        gk, gr = self._ground.setdefault((order.account_id, index), ([], []))
-        gk.append(k)
-        gr.append(rec)
-        self._ground_by_account.setdefault(order.account_id, []).append(rec)
+        rec = self._record(order, exec_type, ord_status, exec_id, orig, text, expiry, fill)
+        log = self._exec_log.get(index)
+        if log is None:
+            log = self._exec_log[index] = ([], [])
+        log[0].append(k)
+        log[1].append(rec.time)
+        ground = self._ground.get((order.account_id, index))
+        if ground is None:
+            ground = self._ground[(order.account_id, index)] = ([], [])
+        ground[0].append(k)
+        ground[1].append(rec)
+        by_account = self._ground_by_account.get(order.account_id)
+        if by_account is None:
+            by_account = self._ground_by_account[order.account_id] = []
+        by_account.append(rec)
         for s in self._recipients(order):
             out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
         return rec
@@ -1255,14 +1285,16 @@ class Exchange:
         orig: str | None = None,
     ) -> None:
         """A PENDING report (ExecID -1;-1) to the recipients that did not ask to skip them."""
+        targets = [s for s in self._recipients(order) if not s.flags.skip_pending_exec_reports]
+        if not targets:
+            return  # nobody prints it: no record to build
         saved = order.cl_ord_id
         if cl is not None:
             order.cl_ord_id = cl
-        rec = self._record(order, exec_type, exec_type, exec_id=_PENDING_EXEC_ID, orig=orig)
+        rec = self._record(order, exec_type, exec_type, _PENDING_EXEC_ID, orig)
         order.cl_ord_id = saved
-        for s in self._recipients(order):
-            if not s.flags.skip_pending_exec_reports:
-                out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
+        for s in targets:
+            out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
 
     def _reject_order(
         self,
@@ -1511,15 +1543,17 @@ class Exchange:
                 "F",
                 status,
                 out,
-                last_qty=qty,
-                last_px=px,
-                trd_match_id=match_id,
-                aggressor=aggressor,
-                long_qty=max(pos, ZERO),
-                short_qty=max(-pos, ZERO),
-                fee=fee,
-                balance_change=balance,
-                single_market_return=returned,
+                fill={
+                    "last_qty": qty,
+                    "last_px": px,
+                    "trd_match_id": match_id,
+                    "aggressor": aggressor,
+                    "long_qty": max(pos, ZERO),
+                    "short_qty": max(-pos, ZERO),
+                    "fee": fee,
+                    "balance_change": balance,
+                    "single_market_return": returned,
+                },
             )
         for order in (taker, maker):
             group = self._groups.get(order.group_id) if order.group_id else None
@@ -1571,30 +1605,39 @@ class Exchange:
         acct = self._accounts[sess.account_id]
         flags = sess.flags
         fields = msg.first_values()
-        cl = _text(_need(fields, 11))
-        qty = _dec(_need(fields, 38), 38)
-        ord_type = _need(fields, 40)
-        raw_price = _dec(_need(fields, 44), 44)
-        side = _text(_need(fields, 54))
-        symbol = _text(_need(fields, 55))
-        tif = fields.get(59) or self.config.default_tif.encode()
-        expire_raw = fields.get(126)
+        get = fields.get
+        # `get(tag) or _need(...)`: _need only runs (and raises) when the field is absent or
+        # empty; the optional fields below are parsed only when present. One order goes through
+        # here for every NewOrderSingle, and most carry none of the optional fields.
+        cl = _text(get(11) or _need(fields, 11))
+        qty = _dec(get(38) or _need(fields, 38), 38)
+        ord_type = get(40) or _need(fields, 40)
+        raw_price = _dec(get(44) or _need(fields, 44), 44)
+        side = _text(get(54) or _need(fields, 54))
+        symbol = _text(get(55) or _need(fields, 55))
+        tif = get(59) or self.config.default_tif.encode()
+        expire_raw = get(126)
         expire_time: float | None = None
         if expire_raw is not None:
             try:
                 expire_time = parse_utc_timestamp(expire_raw)
             except ValueError:
                 raise _FieldProblem(126, 6, "Incorrect data format for value of tag 126") from None
-        exec_inst = fields.get(18)
-        stp = _int(fields.get(2964), 2964)
+        exec_inst = get(18)
+        raw = get(2964)
+        stp = None if raw is None else _int(raw, 2964)
         # 526 is the documented group field; 20130 accepted as an alias (REFERENCE §11 #19).
-        group_raw = fields.get(526) or fields.get(20130)
-        cancel_on_pause = _bool(fields.get(21006), 21006) or False
-        max_cost = _dec(fields.get(21009), 21009)
-        ex_dest = _int(fields.get(100), 100)
-        alloc = _int(fields.get(79), 79)
-        parties = _parties(fields)
-        quote_id = fields.get(117)
+        group_raw = get(526) or get(20130)
+        raw = get(21006)
+        cancel_on_pause = False if raw is None else (_bool(raw, 21006) or False)
+        raw = get(21009)
+        max_cost = None if raw is None else _dec(raw, 21009)
+        raw = get(100)
+        ex_dest = None if raw is None else _int(raw, 100)
+        raw = get(79)
+        alloc = None if raw is None else _int(raw, 79)
+        parties = _parties(fields) if 453 in fields else ()
+        quote_id = get(117)
         assert qty is not None and raw_price is not None
         market = self._markets.get(symbol)
         sub = alloc or 0

@@ -25,6 +25,7 @@ __all__ = [
     "OrderBook",
     "fmt_money",
     "fmt_price",
+    "price_printer",
     "fmt_qty",
     "fmt_cents",
     "ceil_cents",
@@ -44,21 +45,23 @@ _DOLLAR_STEP = Decimal("0.0001")
 # Printing a Decimal costs microseconds, and every ExecutionReport prints several of a few
 # recurring values (one-lot quantities, a market's prices, zero), so the texts are memoised.
 # Each text depends on the number alone, except that Decimal("-0") == Decimal("0") prints
-# "-0.00": the sign is part of the key. Bounded: emptied when full (values a run keeps using
-# come straight back).
+# "-0.00": signed values are never stored, so the one key a signed value can hit is zero's.
+# Bounded: emptied when full (values a run keeps using come straight back).
 _MEMO_LIMIT = 4096
 
 
 def _memoised(render: Callable[[Decimal], bytes]) -> Callable[[Decimal], bytes]:
-    memo: dict[tuple[Decimal, bool], bytes] = {}
+    memo: dict[Decimal, bytes] = {}
 
     def text(value: Decimal) -> bytes:
-        key = (value, value.is_signed())
-        found = memo.get(key)
-        if found is None:
+        found = memo.get(value)
+        if found is not None and (value or not value.is_signed()):
+            return found
+        found = render(value)
+        if not value.is_signed():
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
-            found = memo[key] = render(value)
+            memo[value] = found
         return found
 
     functools.update_wrapper(text, render)
@@ -81,6 +84,11 @@ def fmt_price(price: Decimal, dollars: bool) -> bytes:
     average price, or a sub-cent price a cents session cannot otherwise see).
     """
     return _fmt_dollars(price) if dollars else fmt_cents(price)
+
+
+def price_printer(dollars: bool) -> Callable[[Decimal], bytes]:
+    """:func:`fmt_price` with the unit chosen once (for code printing several prices)."""
+    return _fmt_dollars if dollars else fmt_cents
 
 
 @_memoised
@@ -217,9 +225,10 @@ class OrderBook:
         return iter(list(self._sides[side][1]))
 
     def crossing(self, taker: Order) -> Iterator[Order]:
-        """Resting orders on the other side that ``taker`` could trade with, in priority order."""
+        """Resting orders on the other side that ``taker`` could trade with, in priority order
+        (the live book, not a snapshot: do not change the book while iterating)."""
         other = SELL if taker.side == BUY else BUY
-        for resting in self.iter_side(other):
+        for resting in self._sides[other][1]:
             if not taker.crosses(resting.price):
                 return
             yield resting
