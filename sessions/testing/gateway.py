@@ -111,6 +111,7 @@ _KALSHI_TAGS = frozenset(
     | {21030, 21031}
 )
 _FIRST_CUSTOM_TAG = 5000
+_REJECT = T.MsgType.REJECT
 # A ResendRequest's answer and the messages behind it are kept this long at most (20200 ≤ 72 h).
 _MAX_RETENTION_S = 72 * 3600.0
 _DEFAULT_RETENTION_H = 24
@@ -888,13 +889,16 @@ class Gateway:
         if conn.key_id is None or not conn.exchange_connected:
             return
         msg = event.message
-        for tag, _ in msg.pairs:
-            if tag >= _FIRST_CUSTOM_TAG and tag not in _KALSHI_TAGS:
-                self._send_reject(
-                    conn, event.seq_num, msg.msg_type, SessionRejectReason.UNDEFINED_TAG,
-                    "Undefined tag received", tag,
-                )
-                return
+        # The largest tag first (one pass in C): nearly every message has no custom tag at all,
+        # and only one that has needs the scan for the first undefined one in wire order.
+        if max(msg.pairs, default=(0, b""))[0] >= _FIRST_CUSTOM_TAG:
+            for tag, _ in msg.pairs:
+                if tag >= _FIRST_CUSTOM_TAG and tag not in _KALSHI_TAGS:
+                    self._send_reject(
+                        conn, event.seq_num, msg.msg_type, SessionRejectReason.UNDEFINED_TAG,
+                        "Undefined tag received", tag,
+                    )
+                    return
         outbound = self.exchange.handle(conn.key_id, msg, event.seq_num, self.clock())
         await self._route_in_chunks(outbound)
 
@@ -927,11 +931,12 @@ class Gateway:
     def _route(self, outbound: Sequence[Outbound]) -> None:
         """Send the exchange's messages to the sessions of their keys (dropped if offline:
         the drop copy is how a client recovers executions it missed)."""
+        live = self._live
         for out in outbound:
-            conn = self._live.get(out.key_id)
-            if conn is None or not conn.active or conn.session is None:
+            conn = live.get(out.key_id)
+            if conn is None or conn.session is None or conn.session.state is not State.ACTIVE:
                 continue
-            if out.msg_type == T.MsgType.REJECT:
+            if out.msg_type == _REJECT:
                 ref_seq = out.get(T.REF_SEQ_NUM)
                 reason = out.get(T.SESSION_REJECT_REASON)
                 tag = out.get(T.REF_TAG_ID)
@@ -944,7 +949,8 @@ class Gateway:
                     int(tag) if tag and tag.isdigit() else None,
                 )
                 continue
-            self._maybe_prune(conn)
+            if conn.spec.retransmission:
+                self._maybe_prune(conn)
             try:
                 conn.session.send_app(out.msg_type, out.body)
             except LocalProtocolError:
