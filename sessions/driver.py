@@ -192,6 +192,7 @@ class FixSession:
         self._conn = connection
         self._now = clock
         self._queue = _EventQueue(event_buffer)
+        self._handler: Callable[[list[Event]], None] | None = None
         self._high_water = high_water
         self.peer_name = peer_name
         self._out = bytearray()
@@ -363,6 +364,26 @@ class FixSession:
             return []
         return [first, *self._queue.take_all()]
 
+    def hand_events_to(self, handler: Callable[[list[Event]], None]) -> None:
+        """From now on, call ``handler`` with the events (a list per core step, in order),
+        synchronously, from the task that caused them — the reader for what arrives — instead
+        of queueing them for :meth:`next_event`, :meth:`events` and :meth:`next_events`
+        (those then only see the end). Events already queued are handed over first.
+
+        This saves a task switch per read for a consumer that reacts without awaiting. The
+        handler must neither block nor raise: an exception from it escapes into whichever
+        task called the core. There is no backpressure to apply: the reader does not read on
+        until the handler has returned. Wait for the end with :meth:`wait_finished`.
+        """
+        pending = self._queue.take_all()
+        self._handler = handler
+        if pending:
+            handler(pending)
+
+    async def wait_finished(self) -> None:
+        """Return once the session has ended and its transport is closed."""
+        await self._done.wait()
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event in order, ending after the session's last one (``SessionEnded``)."""
         while True:
@@ -447,7 +468,12 @@ class FixSession:
     def _deliver(self, events: list[Event]) -> None:
         for event in events:
             self._observe(event)
-            self._queue.put(event)
+        handler = self._handler
+        if handler is None:
+            for event in events:
+                self._queue.put(event)
+        elif events:
+            handler(events)
 
     def _observe(self, event: Event) -> None:
         if isinstance(event, LoggedOn):

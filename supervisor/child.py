@@ -418,43 +418,45 @@ class SessionChild:
             await session.logout(text)
 
     async def _pump(self, session: FixSession, attempt: _Attempt) -> SessionEnded | Exception:
-        """Hand the session's events to the observers, in wire order, until it ends. The
-        application messages of one burst go to them together (one ledger transaction, one
-        wake-up of the consumer, instead of one per message)."""
-        while events := await session.next_events():
+        """Hand the session's events to the observers, in wire order, until it ends.
+
+        The observers are called from the session's reader as each read is decoded (no task
+        switch in between), and the application messages of one read go to them together
+        (one ledger transaction, one wake-up of the consumer, instead of one per message).
+        """
+        ended: list[SessionEnded] = []
+        notify_messages = self._tree.notify_messages
+
+        def take(events: list[Event]) -> None:
             burst: list[ApplicationMessage] = []
             for event in events:
                 if isinstance(event, ApplicationMessage):
                     burst.append(event)
                     continue
                 if burst:
-                    self._tree.notify_messages(self.name, burst)
+                    notify_messages(self.name, burst)
                     burst = []
-                outcome = await self._on_event(session, attempt, event)
-                if outcome is not None:
-                    return outcome
+                if isinstance(event, LoggedOn):
+                    attempt.was_logged_on = True
+                    self._went_up(session, event)
+                elif isinstance(event, SequenceGap):
+                    self._tree.notify("sequence_gap", self.name, event)
+                elif isinstance(event, SessionEnded):
+                    self.active_session = None
+                    ended.append(event)
             if burst:
-                self._tree.notify_messages(self.name, burst)
-        return session.ended or SessionClosed(f"session {self.name!r} ended without an event")
+                notify_messages(self.name, burst)
 
-    async def _on_event(
-        self, session: FixSession, attempt: _Attempt, event: Event
-    ) -> SessionEnded | Exception | None:
-        """One event other than an application message; the attempt's outcome once it ends."""
-        if isinstance(event, LoggedOn):
-            attempt.was_logged_on = True
-            self._went_up(session, event)
-        elif isinstance(event, SequenceGap):
-            self._tree.notify("sequence_gap", self.name, event)
-        elif isinstance(event, SessionEnded):
-            self.active_session = None
-            if not attempt.was_logged_on:
-                try:
-                    await session.wait_logged_on()
-                except Exception as exc:  # LogonRejected / TransportError: classified
-                    return exc
-            return event
-        return None
+        session.hand_events_to(take)
+        await session.wait_finished()
+        if not attempt.was_logged_on:
+            try:
+                await session.wait_logged_on()
+            except Exception as exc:  # LogonRejected / TransportError: classified
+                return exc
+        if ended:
+            return ended[0]
+        return session.ended or SessionClosed(f"session {self.name!r} ended without an event")
 
     def _went_up(self, session: FixSession, logged_on: LoggedOn) -> None:
         self._backoff.reset()

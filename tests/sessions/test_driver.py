@@ -442,6 +442,27 @@ async def test_next_events_takes_a_whole_burst_and_ends_empty(
         assert await session.next_events() == []
 
 
+async def test_hand_events_to_delivers_in_the_producing_task_queued_ones_first(
+    autojump_clock: trio.testing.MockClock, signer: LogonSigner
+) -> None:
+    acceptor = Acceptor()
+    async with linked(signer, acceptor) as (session, _tap):
+        await session.wait_logged_on()  # LoggedOn is queued, not yet taken
+        got: list[list[Any]] = []
+        session.hand_events_to(got.append)
+        assert [type(e) for batch in got for e in batch] == [LoggedOn]
+        assert acceptor.session is not None
+        acceptor.session.send_app_many([("8", [(17, "e1")]), ("8", [(17, "e2")])])
+        await session.test_request(timeout=5)  # both are read (and handed over) by now
+        apps = [e.message.get(17) for b in got for e in b if isinstance(e, ApplicationMessage)]
+        assert apps == [b"e1", b"e2"]
+        assert any(len(b) >= 2 for b in got)  # one read, one call
+        await session.logout()
+        await session.wait_finished()
+        assert isinstance(got[-1][-1], SessionEnded)
+        assert await session.next_events() == []  # the queue saw only the end
+
+
 # --------------------------------------------------------------------------- real sockets
 async def run_over(client_stream: trio.abc.Stream, signer: LogonSigner) -> tuple[float, SessionEnded | None]:
     async with open_fix_session(client_stream, initiator(signer), peer_name="loopback") as session:
