@@ -213,9 +213,10 @@ class _Offer:
     message: FixMessage
 
 
-def _classify(msg: FixMessage) -> _Offer:
-    """The identity and order key of a report (raises ReportError when it has none)."""
-    f: dict[int, bytes] = msg.first_values()
+def _classify(msg: FixMessage, fields: dict[int, bytes] | None = None) -> _Offer:
+    """The identity and order key of a report (raises ReportError when it has none);
+    ``fields`` is ``msg.first_values()`` if the caller has it."""
+    f: dict[int, bytes] = msg.first_values() if fields is None else fields
     mt = f.get(35)
     if mt not in (b"8", b"9"):
         raise ReportError(
@@ -702,20 +703,30 @@ class ExecutionLedger:
         session: str | None = None,
         now: float | None = None,
         defer_commit: bool = False,
+        fields: Sequence[dict[int, bytes]] | None = None,
     ) -> int:
         """Store every new report of ``reports`` in one transaction; return how many were new.
 
         A malformed report raises before anything is stored (the whole call has no effect).
         With ``defer_commit`` the transaction stays open: later offers join it, and it commits
         at :meth:`commit` or with the next call that hands items out or changes state
-        (group commit; the durability argument is in the module docstring).
+        (group commit; the durability argument is in the module docstring). ``fields`` are
+        the reports' ``first_values()``, in the same order, when the caller has them already.
         """
         if source not in _SOURCES:
             raise LedgerError(f'source must be "live" or "dropcopy", got {source!r}')
         received = float(time.time() if now is None else now)
         offers: list[_Offer] = []
-        for msg in reports:
-            o = _classify(msg)
+        if fields is None:
+            classified = [_classify(msg) for msg in reports]
+        else:
+            msgs = list(reports)
+            if len(fields) != len(msgs):
+                raise LedgerError(
+                    f"offer_many got {len(fields)} field maps for {len(msgs)} reports"
+                )
+            classified = [_classify(msg, f) for msg, f in zip(msgs, fields)]
+        for o in classified:
             if o.exec_id is None and source != "live":
                 continue
             offers.append(o)

@@ -275,20 +275,24 @@ class ExecutionStream(ObserverBase):
         """
         when = self.clock() if now is None else now
         msgs = list(reports)
+        # Read once, for the ledger and the tracker alike.
+        fields = [m.first_values() for m in msgs]
         bad: set[int] = set()
         # Without a task to commit later (not attached to a supervisor), commit at once.
         defer = self._spawn is not None
         try:
             fresh = self.ledger.offer_many(
-                msgs, source=source, session=session, now=when, defer_commit=defer
+                msgs, source=source, session=session, now=when, defer_commit=defer,
+                fields=fields,
             )
         except ReportError:
             # One bad report must not hold back the good ones: offer them one by one.
             fresh = 0
-            for m in msgs:
+            for m, f in zip(msgs, fields):
                 try:
                     fresh += self.ledger.offer_many(
-                        (m,), source=source, session=session, now=when, defer_commit=defer
+                        (m,), source=source, session=session, now=when, defer_commit=defer,
+                        fields=(f,),
                     )
                 except ReportError as e:
                     bad.add(id(m))
@@ -296,11 +300,12 @@ class ExecutionStream(ObserverBase):
         if self.ledger.uncommitted and not self._commit_scheduled and self._spawn is not None:
             self._commit_scheduled = True
             self._spawn(self._commit_burst)
-        for m in msgs:
-            if id(m) in bad:
+        apply = self.tracker.apply
+        for m, f in zip(msgs, fields):
+            if bad and id(m) in bad:
                 continue
             try:
-                self.tracker.apply(m)
+                apply(m, fields=f)
             except ReportError as e:
                 self.problems.publish(IngestProblem(session, source, str(e), m))
         if not self.ledger.holding:

@@ -445,3 +445,13 @@ def test_without_a_hold_every_execution_is_still_delivered_exactly_once(
     reference = OrderTracker()
     reference.apply_many(live)
     assert canon(tracker) == canon(reference)
+
+
+def test_offers_with_their_fields_read_by_the_caller(ledger: ExecutionLedger) -> None:
+    reports = [fill("1;1"), fill("1;2")]
+    with pytest.raises(LedgerError, match="2 reports"):
+        ledger.offer_many(reports, source="live", now=T0, fields=[reports[0].first_values()])
+    assert ledger.undelivered_count() == 0
+    fields = [m.first_values() for m in reports]
+    assert ledger.offer_many(reports, source="live", now=T0, fields=fields) == 2
+    assert keys(drain(ledger)) == ["1;1", "1;2"]

@@ -555,3 +555,16 @@ def test_decimal_fields_are_checked_on_every_report_although_parses_are_shared()
     for exec_id in ("1;3", "1;4"):
         with pytest.raises(ReportError, match="tag 14 is not a finite decimal"):
             parse_report(er(exec_id, "F", "1", cl="a", cum="Infinity"))
+
+
+def test_a_report_read_once_by_the_caller_applies_as_the_message_itself() -> None:
+    reports = [
+        er("1;1", "0", "0", cl="a"),
+        er("1;2", "F", "1", cl="a", cum="3.00", avg="0.4000", last_px="40", last_qty="3.00"),
+        er("-1;-1", "6", "6", cl="b", orig="a"),
+    ]
+    plain, shared = OrderTracker(), OrderTracker()
+    for m in reports:
+        assert plain.apply(m) == shared.apply(m, fields=m.first_values())
+    assert canon(plain) == canon(shared)
+    assert parse_report(reports[1], reports[1].first_values()) == parse_report(reports[1])
