@@ -3,7 +3,8 @@
 Every ExecutionReport the supervisor receives — live from an order-entry session, or replayed by
 the drop copy — is *offered* to the ledger. The ledger de-duplicates, persists, orders and queues
 it for the application; the application *acks* what it has consumed. All of it lives in one
-SQLite file, so a SIGKILL at any point neither loses nor repeats an execution.
+SQLite file (with a small acknowledgement file beside it, see "Acks"), so a SIGKILL at any
+point neither loses nor repeats an execution.
 
 **One file per account** (not per order-entry session): ExecIDs are unique per exchange index
 across the whole account, and a drop-copy replay returns the account's reports whichever session
@@ -82,6 +83,19 @@ failed commit, and beyond a bound of 16,384 items (about 4 KB each, so a large b
 most some 70 MB). The file stays the only source of truth; memory is only a copy of committed
 rows, dropped as they are acked.
 
+Acks. With ack-on-next every item handed out waits for the previous ack to be durable, so an
+ack that had to be a transaction of its own (an UPDATE of the meta row: a page through the WAL)
+cost more than everything else of a delivery. When no group is pending, an ack of an item held
+in memory is instead one ``pwrite`` of a 28-byte record into ``<ledger>-ack``: durable against
+a process crash as soon as the call returns (the kernel has it), like a commit under
+``synchronous=NORMAL``. The record names the acked delivery id and that item's arrival, with a
+CRC-32 over them and the ledger's identity (creation time, account); at open it counts only if
+it is whole, is this ledger's and names an item this file has queued with that arrival — a
+leftover file beside a replaced ledger, or a record torn by a power loss, is ignored and the
+meta row's older ack holds. The meta row catches up with every commit (so a prune never deletes
+rows only the ack file covers) and at close. With ``synchronous="FULL"`` acks stay
+transactions: power-loss safety needs SQLite's synced commit.
+
 Same SQLite discipline as :mod:`sessions.store`: WAL, ``synchronous=NORMAL`` by default (process
 crashes lose nothing committed; ``FULL`` adds power-loss safety), errors as
 :class:`LedgerError` naming the file. The connection keeps SQLite's file lock while open (one
@@ -95,10 +109,12 @@ import json
 import os
 import re
 import sqlite3
+import struct
 import sys
 import threading
 import time
 import weakref
+import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
@@ -136,6 +152,12 @@ Source = Literal["live", "dropcopy"]
 _Synchronous = Literal["NORMAL", "FULL"]
 _SOURCES = ("live", "dropcopy")
 _CHUNK = 500  # keys per "IN (...)" query: well under SQLite's variable limit
+# The acknowledgement file next to the ledger ("Acks" in the module docstring): one record,
+# rewritten in place — magic, acked delivery id, that item's arrival, CRC-32 of those and of
+# the ledger's identity (its creation time and account).
+_ACK_SUFFIX = "-ack"
+_ACK_MAGIC = b"KFXLACK1"
+_ACK_RECORD = struct.Struct("<8sqqI")
 # Released and staged reports kept in memory for delivery ("Delivery from memory" in the module
 # docstring): the messages as offered, about 4 KB each.
 _MEMORY_ITEMS = 16384
@@ -393,7 +415,10 @@ def _translate(e: sqlite3.Error, path: str, what: str) -> LedgerError:
     family = "_".join(code.split("_", 2)[:2])
     text = str(e)
     if family in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "not a database" in text:
-        advice = "the file is damaged or not a ledger; move it (and its -wal/-shm) aside"
+        advice = (
+            "the file is damaged or not a ledger; move it (and its -wal, -shm and -ack files) "
+            "aside"
+        )
     elif family in ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM") or "readonly" in text:
         advice = "check that the file and its directory are readable and writable by this user"
     elif family in ("SQLITE_BUSY", "SQLITE_LOCKED"):
@@ -423,13 +448,43 @@ class ExecutionLedger:
     offers with ``defer_commit=True`` (group commit, module docstring).
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: str, account: str) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        account: str,
+        synchronous: _Synchronous = "NORMAL",
+    ) -> None:
         """Internal: use :meth:`ExecutionLedger.open`."""
         self._conn: sqlite3.Connection | None = conn
         self._path = path
         self._account = account
         self._key: tuple[int, int] | None = None
-        self._load()
+        # The acknowledgement file (module docstring, "Acks"); not with FULL, where an ack
+        # must survive a power loss and SQLite's synced commit is what gives that.
+        self._ack_fd: int | None = None
+        if synchronous == "NORMAL":
+            try:
+                self._ack_fd = os.open(path + _ACK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise LedgerError(
+                    f"execution ledger {path!r}: cannot open its acknowledgement file "
+                    f"{path + _ACK_SUFFIX!r}: {e.strerror or e}; check that the directory is "
+                    "writable by this user"
+                ) from e
+        try:
+            self._load()
+        except BaseException:
+            self._close_ack_file()
+            raise
+
+    def _close_ack_file(self) -> None:
+        fd, self._ack_fd = self._ack_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # nothing is written through it any more
 
     def _load(self) -> None:
         """(Re)build the in-memory state from the file: at open, and after a rolled-back
@@ -451,11 +506,16 @@ class ExecutionLedger:
         self._memory: dict[int, tuple[Sequence[Any], int, FixMessage]] = {}
         self._staged: dict[int, tuple[Sequence[Any], FixMessage]] = {}
         try:
-            hold_from, acked = conn.execute(
-                "SELECT hold_from, acked_through FROM meta WHERE id = 1"
+            hold_from, acked, created = conn.execute(
+                "SELECT hold_from, acked_through, created FROM meta WHERE id = 1"
             ).fetchone()
             self._hold_from: int | None = hold_from
-            self._acked = int(acked)
+            # What the meta row says; the acknowledgement file may be ahead of it.
+            self._acked_stored = int(acked)
+            self._ack_seed = zlib.crc32(
+                struct.pack("<d", float(created)) + self._account.encode("utf-8", "surrogatepass")
+            )
+            self._acked = max(self._acked_stored, self._read_ack_file(conn))
             newest = conn.execute("SELECT coalesce(max(arrival), 0) FROM reports").fetchone()[0]
             # Arrival numbers may be reused once pruning emptied the table, but never below the
             # start of a hold in force: everything from hold_from on is what release() queues.
@@ -491,6 +551,34 @@ class ExecutionLedger:
                 f"execution ledger {self._path!r} has no meta row: the file is damaged; move it "
                 "aside (the drop copy can replay the last 3 hours into a fresh ledger)"
             ) from None
+
+    def _ack_record(self, acked: int, arrival: int) -> bytes:
+        body = _ACK_MAGIC + struct.pack("<qq", acked, arrival)
+        return _ACK_RECORD.pack(_ACK_MAGIC, acked, arrival, zlib.crc32(body, self._ack_seed))
+
+    def _read_ack_file(self, conn: sqlite3.Connection) -> int:
+        """The ack the acknowledgement file vouches for, or 0. It counts only if the record is
+        whole, belongs to this ledger (identity in the CRC) and names an item this file has
+        queued with that arrival: a leftover file next to a replaced ledger, or a torn write
+        after a power loss, is ignored (the meta row's older ack then holds)."""
+        if self._ack_fd is None:
+            return 0
+        try:
+            data = os.pread(self._ack_fd, _ACK_RECORD.size, 0)
+        except OSError as e:
+            raise LedgerError(
+                f"execution ledger {self._path!r}: cannot read its acknowledgement file: "
+                f"{e.strerror or e}"
+            ) from e
+        if len(data) != _ACK_RECORD.size:
+            return 0
+        magic, acked, arrival, crc = _ACK_RECORD.unpack(data)
+        if magic != _ACK_MAGIC or data != self._ack_record(acked, arrival) or acked < 1:
+            return 0
+        row = conn.execute(
+            "SELECT arrival FROM queue WHERE delivery_id = ?", (acked,)
+        ).fetchone()
+        return acked if row is not None and row[0] == arrival else 0
 
     def _rebuild_marks(self, conn: sqlite3.Connection) -> None:
         """Bring the marks read from their tables up to date with the stored reports: the
@@ -557,7 +645,7 @@ class ExecutionLedger:
                 raise _translate(e, path, "open") from e
             try:
                 _initialise(conn, path, account, now, synchronous)
-                ledger = cls(conn, path, account)
+                ledger = cls(conn, path, account, synchronous)
                 key = _file_key(path)
                 if key is not None:
                     _refuse_if_open(key, path)
@@ -644,11 +732,18 @@ class ExecutionLedger:
 
     def _commit(self, conn: sqlite3.Connection, what: str) -> None:
         try:
+            # An ack recorded only in the acknowledgement file rides along: the meta row then
+            # covers every row a prune in this transaction deletes, and the file's lead stays
+            # short.
+            acked = self._acked
+            if acked > self._acked_stored:
+                conn.execute("UPDATE meta SET acked_through = ? WHERE id = 1", (acked,))
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             self._abort(conn)
             raise _translate(e, self._path, what) from e
         self._open_tx = False
+        self._acked_stored = acked
 
     def _abort(self, conn: sqlite3.Connection) -> None:
         """Roll the open transaction back — the whole group of deferred offers with it — and
@@ -993,28 +1088,38 @@ class ExecutionLedger:
             )
         conn = self._connection()
         memory = self._memory
+        kept = memory.get(n)
         if memory:
             if len(memory) > n - self._acked:
                 for d in range(self._acked + 1, n + 1):
                     memory.pop(d, None)
             else:
-                self._memory = {d: kept for d, kept in memory.items() if d > n}
+                self._memory = {d: k for d, k in memory.items() if d > n}
         if self._open_tx:
-            # Deferred offers are waiting: one commit makes them and the ack durable.
-            try:
-                conn.execute("UPDATE meta SET acked_through = ? WHERE id = 1", (n,))
-            except sqlite3.Error as e:
-                self._abort(conn)
-                raise _translate(e, self._path, "ack") from e
+            # Deferred offers are waiting: one commit makes them and the ack durable
+            # (_commit writes the ack into the meta row).
             self._acked = n  # restored by the reload if the commit fails
             self._commit(conn, "ack")
             return
+        fd = self._ack_fd
+        if fd is not None and kept is not None:
+            # Everything released is committed (no group is open), so the item is in the
+            # file; one write() the next delivery waits for, durable once it returns (the
+            # kernel has it), instead of a transaction.
+            try:
+                os.pwrite(fd, self._ack_record(n, kept[0][0]), 0)
+            except OSError:
+                pass  # the meta row below records it instead
+            else:
+                self._acked = n
+                return
         try:
             # Autocommit: one small transaction, which the next item's delivery must wait for.
             conn.execute("UPDATE meta SET acked_through = ? WHERE id = 1", (n,))
         except sqlite3.Error as e:
             raise _translate(e, self._path, "ack") from e
         self._acked = n
+        self._acked_stored = n
 
     def cursor(self) -> DeliveryCursor:
         """A consumer with ack-on-next semantics (exactly-once; see :class:`DeliveryCursor`)."""
@@ -1129,11 +1234,14 @@ class ExecutionLedger:
     def close(self) -> None:
         """Commit deferred offers and close the file. Idempotent."""
         failure: LedgerError | None = None
-        if self._conn is not None and self._open_tx:
+        if self._conn is not None and (self._open_tx or self._acked > self._acked_stored):
             try:
+                # The meta row gets the last ack too: a closed ledger needs no ack file.
+                self._begin("close")
                 self.commit()
             except LedgerError as e:
                 failure = e  # still close; then report it
+        self._close_ack_file()
         conn, self._conn = self._conn, None
         with _open_lock:
             if self._key is not None and _open_ledgers.get(self._key) is not None:
