@@ -49,10 +49,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -228,6 +229,11 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+# What _GatewayStore.batch hands out: a context that does nothing, shared (a generator-based
+# one would cost a generator and two resumptions per inbound chunk).
+_NO_ROLLBACK: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
 class _GatewayStore(MemoryStore):
     """The gateway's per-(endpoint, key) store: a :class:`MemoryStore` whose ``batch`` does not
     snapshot for a rollback. MemoryStore copies every retained message on each batch (each
@@ -247,10 +253,9 @@ class _GatewayStore(MemoryStore):
             seq, sending_time, raw, application=application and self._keep_sent
         )
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> contextlib.AbstractContextManager[None]:
         self._check_open()
-        yield
+        return _NO_ROLLBACK
 
 
 def _count_messages(data: bytes) -> int:
@@ -315,6 +320,63 @@ def _drop_test_requests(data: bytes) -> bytes:
     """``data`` without the whole FIX messages of MsgType 1 (TestRequest) in it."""
     pieces, rest = _split_messages(data)
     return b"".join(p for p in pieces if not p.startswith(b"8=") or b"\x0135=1\x01" not in p) + rest
+
+
+class _SocketBottom(trio.abc.HalfCloseableStream):
+    """A plain TCP connection read and written with non-blocking system calls on its file
+    descriptor, waiting for readiness only when the socket would block.
+
+    ``trio.SocketStream`` passes through Trio's scheduler once more after every write that
+    completed at once, and wraps each read and write in two context managers; with a message or
+    two per read, that costs the gateway a good part of what its exchange model does. A read
+    is a full checkpoint; a write honours cancellation and yields only when it has to wait (the
+    session's writer task then parks anyway, until there is more to write).
+    """
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+        self._socket = inner.socket
+
+    def _fileno(self) -> int:
+        fd = self._socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection was closed")
+        return fd
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        while view:
+            try:
+                sent = os.write(self._fileno(), view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._socket)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            view = view[sent:]
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        # A full checkpoint first, as Trio's streams are (the session driver relies on it), and
+        # before the read rather than after: whatever arrives meanwhile comes in the same read.
+        await trio.lowlevel.checkpoint()
+        size = 65536 if max_bytes is None else max_bytes
+        while True:
+            try:
+                return os.read(self._fileno(), size)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self._socket)
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class _WireRecorder(trio.abc.HalfCloseableStream):
@@ -777,6 +839,8 @@ class Gateway:
             self._connection_closed.unpark_all()
 
     async def _run_session(self, conn: _Conn, stream: trio.abc.Stream) -> None:
+        if type(stream) is trio.SocketStream:
+            stream = _SocketBottom(stream)
         base = _WireRecorder(stream, conn, self.wire_log, self.config.max_message_size)
         conn.stream = _ConnStream(base, conn)
         settings = acceptor_settings(
