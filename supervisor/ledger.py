@@ -333,6 +333,7 @@ _INSERT = (
     "INSERT INTO reports (arrival, key, idx, clock, event, order_key, source, session, "
     "received, tags, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_IF_NEW = _INSERT + " ON CONFLICT (key) DO NOTHING"
 _ENQUEUE = "INSERT INTO queue (delivery_id, arrival, late) VALUES (?, ?, ?)"
 _UPSERT_MARK = (
     "INSERT INTO exec_marks (idx, last_clock, last_event) VALUES (?, ?, ?) "
@@ -829,14 +830,13 @@ class ExecutionLedger:
             return 0
         conn = self._begin("offer")
         try:
-            fresh = self._fresh(conn, offers)
+            # One report (the live stream's usual offer): let the insert itself find out
+            # whether it is known (ON CONFLICT) instead of asking first.
+            single = len(offers) == 1
+            fresh = self._fresh(conn, offers, probe=not single)
             if fresh:
                 rows: list[tuple[Any, ...]] = []
                 arrival = self._next_arrival
-                # Updated in place: a failure below rolls back and reloads them from the file.
-                # An index first seen during a hold has no anchor: last_exec_id() answers None
-                # for it, as the file does after a restart (its anchor columns are NULL).
-                last = self._last
                 for o in fresh:
                     e = o.exec_id
                     if e is None:
@@ -845,16 +845,30 @@ class ExecutionLedger:
                     else:
                         rows.append((arrival, o.key, e.index, e.clock, e.event, o.order_key,
                                      source, session, received, o.tags, o.raw))
+                    arrival += 1
+                if single:
+                    if conn.execute(_INSERT_IF_NEW, rows[0]).rowcount != 1:
+                        fresh, rows = [], []
+                        arrival = self._next_arrival
+                else:
+                    conn.executemany(_INSERT, rows)
+                # Updated in place: a failure below rolls back and reloads them from the file.
+                # An index first seen during a hold has no anchor: last_exec_id() answers None
+                # for it, as the file does after a restart (its anchor columns are NULL).
+                last = self._last
+                for o in fresh:
+                    e = o.exec_id
+                    if e is not None:
                         cur = last.get(e.index)
                         # Tuple comparison: same index by construction, and 10k ExecId.__gt__
                         # calls would be a noticeable part of a large replay.
                         if cur is None or (e.clock, e.event) > (cur.clock, cur.event):
                             last[e.index] = e
                             self._marks_dirty.add(e.index)
-                    arrival += 1
-                conn.executemany(_INSERT, rows)
                 self._next_arrival = arrival
-                if self._hold_from is None:
+                if not fresh:
+                    pass  # the one report was known after all
+                elif self._hold_from is None:
                     self._next_delivery = self._enqueue(
                         conn, rows, self._next_delivery, [o.message for o in fresh]
                     )
@@ -874,10 +888,13 @@ class ExecutionLedger:
             raise
         return len(fresh)
 
-    def _fresh(self, conn: sqlite3.Connection, offers: Sequence[_Offer]) -> list[_Offer]:
+    def _fresh(
+        self, conn: sqlite3.Connection, offers: Sequence[_Offer], *, probe: bool = True
+    ) -> list[_Offer]:
         """The offers that are neither stored, nor repeated earlier in ``offers``, nor older
-        than a pruned ExecID of their index (pruned ⇒ delivered long ago)."""
-        keys = list({o.key for o in offers})
+        than a pruned ExecID of their index (pruned ⇒ delivered long ago). Without ``probe``
+        the stored ones are not looked up (the caller's insert must skip them)."""
+        keys = list({o.key for o in offers}) if probe else []
         known: set[str] = set()
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i : i + _CHUNK]
