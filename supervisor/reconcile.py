@@ -472,12 +472,14 @@ class RecoverySession:
         self._ref_seq = msg_seq_num
         self._replayed = 0
 
-    def on_report(self, report: FixMessage) -> bool:
+    def on_report(self, report: FixMessage, fields: dict[int, bytes] | None = None) -> bool:
         """Count a replayed ExecutionReport; False (not counted) when no U1 is in flight or it
-        is on another exchange index than the one being replayed."""
-        if self._in_flight is None or report.get(35) != b"8":
+        is on another exchange index than the one being replayed. ``fields`` is
+        ``report.first_values()`` when the caller has it already."""
+        get = report.get if fields is None else fields.get
+        if self._in_flight is None or get(35) != b"8":
             return False
-        raw = report.get(17)
+        raw = get(17)
         if raw is not None:
             try:
                 if ExecId.parse(raw).index != self._in_flight.index:

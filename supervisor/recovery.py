@@ -255,6 +255,7 @@ class RecoveryObserver(ObserverBase):
         self._rs: RecoverySession | None = None
         self._replay_max: dict[int, ExecId] = {}
         self._replay_buffer: list[FixMessage] = []
+        self._replay_fields: list[dict[int, bytes]] = []
         self._replayed = 0
         self._new = 0
         self._last_u1: float | None = None
@@ -429,20 +430,26 @@ class RecoveryObserver(ObserverBase):
         """Offer the buffered replayed reports in one ledger transaction."""
         if self._replay_buffer:
             batch, self._replay_buffer = self._replay_buffer, []
-            self._new += self.executions.ingest(batch, source="dropcopy", session=self.drop_copy)
+            fields, self._replay_fields = self._replay_fields, []
+            self._new += self.executions.ingest(
+                batch, source="dropcopy", session=self.drop_copy, fields=fields
+            )
 
     def _on_drop_copy(self, msg: FixMessage, mt: bytes | None) -> None:
         rs = self._rs
         if mt == b"8":
-            counted = rs is not None and rs.on_report(msg)
+            # Read once here, for the count, the marks, the ledger and the tracker.
+            fields = msg.first_values()
+            counted = rs is not None and rs.on_report(msg, fields)
             if counted:
-                e = _real_exec_id(msg)
+                e = _real_exec_id(msg, fields)
                 if e is not None:
                     self._replay_max[e.index] = _max(self._replay_max.get(e.index), e)
             self._replayed += 1
             # Replays are ingested in batches (one ledger transaction each): the ledger holds
             # during a pass anyway, so nothing is delivered later than it would be.
             self._replay_buffer.append(msg)
+            self._replay_fields.append(fields)
             if rs is None or len(self._replay_buffer) >= _REPLAY_BATCH:
                 self._flush_replay()
             return
@@ -774,9 +781,10 @@ class RecoveryObserver(ObserverBase):
             self._dirty = True
 
 
-def _real_exec_id(msg: FixMessage) -> ExecId | None:
-    raw = msg.get(17)
-    if raw is None or msg.get(150) == b"8":
+def _real_exec_id(msg: FixMessage, fields: dict[int, bytes] | None = None) -> ExecId | None:
+    get = msg.get if fields is None else fields.get
+    raw = get(17)
+    if raw is None or get(150) == b"8":
         return None
     try:
         e = ExecId.parse(raw)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Generic, TypeVar
 
@@ -258,6 +258,15 @@ class ExecutionStream(ObserverBase):
             return
         self.ingest((msg,), source="live", session=name)
 
+    def application_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
+        """One read's worth: its reports go to the ledger in one offer (one transaction)."""
+        handle = self.handles.get(name)
+        if handle is not None and handle.config.profile.drop_copy:
+            return
+        reports = [e.message for e in events if e.message.get(35) in _REPORT_TYPES]
+        if reports:
+            self.ingest(reports, source="live", session=name)
+
     # ------------------------------------------------------------------ feeding
 
     def ingest(
@@ -267,16 +276,19 @@ class ExecutionStream(ObserverBase):
         source: Source,
         session: str | None,
         now: float | None = None,
+        fields: list[dict[int, bytes]] | None = None,
     ) -> int:
         """Offer reports to the ledger and apply them to the tracker; returns how many were new.
 
         A report neither can identify is published on :attr:`problems` and skipped; the others
-        are still taken.
+        are still taken. ``fields`` are the reports' ``first_values()``, in order, when the
+        caller has read them already.
         """
         when = self.clock() if now is None else now
         msgs = list(reports)
-        # Read once, for the ledger and the tracker alike.
-        fields = [m.first_values() for m in msgs]
+        if fields is None or len(fields) != len(msgs):
+            # Read once, for the ledger and the tracker alike.
+            fields = [m.first_values() for m in msgs]
         bad: set[int] = set()
         # Without a task to commit later (not attached to a supervisor), commit at once.
         defer = self._spawn is not None

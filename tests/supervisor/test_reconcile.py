@@ -194,6 +194,10 @@ def test_session_runs_one_request_at_a_time_and_checks_counts() -> None:
     assert not rs.on_report(replayed("3;3;1"))  # another index: not part of this replay
     assert not rs.on_report(u2(1, 1))
     assert rs.replayed == 2
+    # With the fields read by the caller: the same answers.
+    for m in (replayed("3;3;1"), u2(1, 1)):
+        assert not rs.on_report(m, m.first_values())
+    assert rs.replayed == 2
     assert rs.on_u2(u2(10, 2)) is None  # answers an older U1: ignored
     out = rs.on_u2(u2(11, 2))
     assert out is not None and out.kind is OutcomeKind.COMPLETE
