@@ -122,6 +122,28 @@ async def test_a_malformed_report_is_reported_not_delivered_and_the_rest_goes_on
     s.ledger.close()
 
 
+async def test_a_burst_goes_to_the_ledger_in_one_offer(tmp_path: Path) -> None:
+    s = stream(tmp_path)
+    offers: list[int] = []
+    real_offer = s.ledger.offer_many
+
+    def counting_offer(msgs: Any, **kw: Any) -> int:
+        msgs = list(msgs)
+        offers.append(len(msgs))
+        return real_offer(msgs, **kw)
+
+    s.ledger.offer_many = counting_offer  # type: ignore[method-assign]
+    heartbeat = FixMessage([(35, "0")])  # not a report: skipped
+    burst = [er("5;1"), heartbeat, er("5;2", cum="2.00"), er("5;3", cum="3.00")]
+    s.application_messages("nr", [ApplicationMessage(m, i) for i, m in enumerate(burst, 1)])
+    assert offers == [3]
+    it = s.executions()
+    assert [str(it.next_nowait().exec_id) for _ in range(3)] == ["5;1", "5;2", "5;3"]
+    order = s.tracker.get("c1")
+    assert order is not None and order.cum_qty == 3
+    s.ledger.close()
+
+
 async def test_tracker_is_rebuilt_from_the_ledger_after_a_restart(tmp_path: Path) -> None:
     s = stream(tmp_path)
     s.ingest([er("3;1"), er("3;2", cum="2.00")], source="live", session="nr")
