@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections import deque
 import math
 import os
 import random
@@ -519,6 +520,11 @@ class _Conn:
         self.hide_test_requests_until: float | None = None  # trio time
         #: Session-level faults attached here and not applied yet.
         self.session_faults: list[tuple[_Armed, int]] = []  # (fault, sent_messages at attach)
+        #: Chunks of a long answer still to route (see Gateway._route_in_chunks), oldest first.
+        self.backlog: deque[Sequence[Outbound]] = deque()
+        #: An error raised while handling this connection's events (see Gateway._on_events).
+        self.failure: Exception | None = None
+        self.wait_scope: trio.CancelScope | None = None
         self.record = ConnectionRecord(connection_id, spec.name, gateway.gateway_time())
 
     def hiding_test_requests(self) -> bool:
@@ -859,13 +865,31 @@ class Gateway:
                 peer_name=f"{conn.endpoint} connection {conn.connection_id}",
             ) as session:
                 conn.session = session
-                async for event in session.events():
-                    if isinstance(event, ApplicationMessage):
-                        # The one handler that may await: a long answer goes out in chunks.
-                        await self._on_application(conn, event)
-                    else:
-                        self._on_event(conn, event)
-            nursery.cancel_scope.cancel()  # fault timers of this connection
+                with trio.CancelScope() as conn.wait_scope:
+                    # Events are handled by the task that caused them (the session's reader,
+                    # for what arrives), as they come: no task switch per read between decoding
+                    # and the exchange.
+                    session.hand_events_to(functools.partial(self._on_events, conn))
+                    await session.wait_finished()
+                if conn.failure is not None:
+                    raise conn.failure  # ends the session here, as if raised by this task
+            nursery.cancel_scope.cancel()  # fault timers and backlog of this connection
+
+    def _on_events(self, conn: _Conn, events: list[Event]) -> None:
+        for event in events:
+            if conn.failure is not None:
+                return  # the connection is ending on an error: nothing more is handled
+            try:
+                if isinstance(event, ApplicationMessage):
+                    self._on_application(conn, event)
+                else:
+                    self._on_event(conn, event)
+            except Exception as exc:  # noqa: BLE001
+                # The session's driver calls this from its own tasks and must not see it raise:
+                # the connection's task raises it instead (see _run_session).
+                conn.failure = exc
+                if conn.wait_scope is not None:
+                    conn.wait_scope.cancel()
 
     def _on_event(self, conn: _Conn, event: Event) -> None:
         if isinstance(event, LogonRequested):
@@ -949,7 +973,7 @@ class Gateway:
             self._route(self.exchange.disconnect(conn.key_id, self.clock()))
 
     # ------------------------------------------------------------------ application traffic
-    async def _on_application(self, conn: _Conn, event: ApplicationMessage) -> None:
+    def _on_application(self, conn: _Conn, event: ApplicationMessage) -> None:
         if conn.key_id is None or not conn.exchange_connected:
             return
         msg = event.message
@@ -964,7 +988,7 @@ class Gateway:
                     )
                     return
         outbound = self.exchange.handle(conn.key_id, msg, event.seq_num, self.clock())
-        await self._route_in_chunks(outbound)
+        self._route_in_chunks(conn, outbound)
 
     def _send_reject(
         self, conn: _Conn, ref_seq: int, ref_msg_type: bytes | None, reason: int | None,
@@ -976,21 +1000,35 @@ class Gateway:
             ref_seq, reason, text, ref_tag=ref_tag, ref_msg_type=ref_msg_type
         )
 
-    async def _route_in_chunks(self, outbound: Sequence[Outbound]) -> None:
-        """:meth:`_route`, a chunk at a time, letting the session's writer put each chunk on
-        the wire before the next is encoded.
+    def _route_in_chunks(self, conn: _Conn, outbound: Sequence[Outbound]) -> None:
+        """:meth:`_route` the answer to one of ``conn``'s messages, a chunk at a time when it is
+        long, letting the session's writer put each chunk on the wire before the next is
+        encoded.
 
         A drop-copy replay answers one EventResendRequest with up to tens of thousands of
         reports; encoded all at once, the client would wait for the last before it got the
-        first. Nothing else is ever sent on a drop-copy session, and this connection handles
-        no other message until the answer is out, so the order on the wire is unchanged. Only
-        a checkpoint separates the chunks: the clock (a MockClock in tests) does not move, and
-        an answer that fits in one chunk (nearly every answer) goes out exactly as before.
+        first. The first chunk goes at once, the rest from a task of the connection with a
+        checkpoint between chunks; an answer to a later message of the connection waits behind
+        them, so the order on the wire is that of the requests. Only checkpoints separate the
+        chunks: the clock (a MockClock in tests) does not move, and an answer that fits in one
+        chunk (nearly every answer) goes out at once.
         """
-        for start in range(0, len(outbound), _ROUTE_CHUNK):
-            if start:
-                await trio.lowlevel.checkpoint()
-            self._route(outbound[start : start + _ROUTE_CHUNK])
+        if not conn.backlog and len(outbound) <= _ROUTE_CHUNK:
+            self._route(outbound)
+            return
+        start = 0
+        if not conn.backlog:
+            self._route(outbound[:_ROUTE_CHUNK])
+            start = _ROUTE_CHUNK
+            assert conn.nursery is not None
+            conn.nursery.start_soon(self._route_backlog, conn)
+        for i in range(start, len(outbound), _ROUTE_CHUNK):
+            conn.backlog.append(outbound[i : i + _ROUTE_CHUNK])
+
+    async def _route_backlog(self, conn: _Conn) -> None:
+        while conn.backlog:
+            await trio.lowlevel.checkpoint()
+            self._route(conn.backlog.popleft())
 
     def _route(self, outbound: Sequence[Outbound]) -> None:
         """Send the exchange's messages to the sessions of their keys (dropped if offline:
