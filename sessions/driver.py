@@ -51,7 +51,7 @@ from .events import (
     TestResponse,
     classify_logout_text,
 )
-from .message import FixMessage, Value, to_bytes
+from .message import FixMessage, Value, to_bytes, wire_pairs
 from .settings import Role, SessionSettings
 from .store import MemoryStore, MessageStore, SqliteStore
 from .transport import looks_like_tls, open_transport
@@ -154,17 +154,6 @@ class _EventQueue:
         if len(self._items) < self._bound:
             self._writable.unpark_all()
         return event
-
-
-def _wire_pairs(body: Iterable[tuple[int, Value]]) -> list[tuple[int, bytes]]:
-    """``body`` as the core takes it, ``(int, bytes)`` pairs. A body that already is one (the
-    simulated gateway's reports, pre-rendered) is passed on as it is: checking is cheaper than
-    rebuilding every pair."""
-    pairs = body if type(body) is list else list(body)
-    for t, v in pairs:
-        if type(v) is not bytes or type(t) is not int:
-            return [(int(t), to_bytes(v)) for t, v in pairs]
-    return pairs  # type: ignore[return-value]
 
 
 def default_clock() -> Clock:
@@ -275,7 +264,7 @@ class FixSession:
         Raises :class:`~sessions.errors.LocalProtocolError` unless the session is active.
         """
         mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-        seq: int = self._call(self._conn.send_app, mt, _wire_pairs(body), self._now(), timer=False)
+        seq: int = self._call(self._conn.send_app, mt, wire_pairs(body), self._now(), timer=False)
         return seq
 
     def send_app_many(
@@ -293,7 +282,7 @@ class FixSession:
         try:
             for msg_type, body in messages:
                 mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-                seqs.append(self._conn.send_app(mt, _wire_pairs(body), now))
+                seqs.append(self._conn.send_app(mt, wire_pairs(body), now))
         finally:
             self._after_core(timer=False)
         return seqs

@@ -44,15 +44,24 @@ def to_bytes(value: Value) -> bytes:
     raise TypeError(f"cannot put a {type(value).__name__} into a FIX field")
 
 
+def wire_pairs(pairs: Iterable[tuple[int, Value]]) -> list[tuple[int, bytes]]:
+    """A new list of ``(int, bytes)`` pairs from ``pairs`` (values rendered by
+    :func:`to_bytes`). Pairs that already have that shape are taken as they are: checking
+    them is several times cheaper than rebuilding each one."""
+    out = list(pairs)
+    for t, v in out:
+        if type(v) is not bytes or type(t) is not int:
+            return [(int(t), to_bytes(v)) for t, v in out]
+    return out  # type: ignore[return-value]
+
+
 class FixMessage:
     """An ordered FIX message. Equality compares the pairs (order matters, as on the wire)."""
 
     __slots__ = ("pairs",)
 
     def __init__(self, pairs: Iterable[tuple[int, Value]] | None = None) -> None:
-        self.pairs: list[tuple[int, bytes]] = (
-            [] if pairs is None else [(int(t), to_bytes(v)) for t, v in pairs]
-        )
+        self.pairs: list[tuple[int, bytes]] = [] if pairs is None else wire_pairs(pairs)
 
     # --- simplefix-compatible API -------------------------------------------------------
     def append_pair(self, tag: int | str | bytes, value: Value, header: bool = False) -> None:

@@ -63,7 +63,7 @@ import attrs
 import trio
 
 from sessions.events import ApplicationMessage, LoggedOn
-from sessions.message import FixMessage, Value, to_bytes
+from sessions.message import FixMessage, Value, to_bytes, wire_pairs
 
 from .errors import ChildStopped, SupervisorError
 from .killswitch import TradingGate
@@ -496,6 +496,7 @@ class OrderEntry(ObserverBase):
         track: bool = True,
     ) -> OrderTicket:
         """Rate-limit, re-check, record, send (no await between the last check and the send)."""
+        wire = wire_pairs(body)  # rendered once, for the limiter, the tracker and the session
         if exposure:
             self.gate.check({"D": "new order", "G": "replace"}.get(msg_type, msg_type))
         if not handle.active:
@@ -505,7 +506,7 @@ class OrderEntry(ObserverBase):
             )
         shard = None
         if self.limiter is not None:
-            shard = await self.limiter.acquire(msg_type, body, session=handle.name)
+            shard = await self.limiter.acquire(msg_type, wire, session=handle.name)
         try:
             if exposure:
                 self.gate.check({"D": "new order", "G": "replace"}.get(msg_type, msg_type))
@@ -520,10 +521,10 @@ class OrderEntry(ObserverBase):
             raise
         if track and cl is not None:
             # Before sending: a request is never forgotten, even if the process dies right after.
-            self.tracker.mark_sent(cl, FixMessage([(35, msg_type), *body]))
+            self.tracker.mark_sent(cl, FixMessage([(35, msg_type.encode()), *wire]))
             self._requests[cl] = _Request(cl, handle.name, msg_type, retry, shard=shard)
         try:
-            seq = handle.send_app(msg_type, body)
+            seq = handle.send_app(msg_type, wire)
         except SessionNotActive:
             if self.limiter is not None:
                 self.limiter.refund(shard)
