@@ -152,6 +152,7 @@ Source = Literal["live", "dropcopy"]
 _Synchronous = Literal["NORMAL", "FULL"]
 _SOURCES = ("live", "dropcopy")
 _CHUNK = 500  # keys per "IN (...)" query: well under SQLite's variable limit
+_WAL_CHECKPOINT_PAGES = 10_000
 # The acknowledgement file next to the ledger ("Acks" in the module docstring): one record,
 # rewritten in place — magic, acked delivery id, that item's arrival, CRC-32 of those and of
 # the ledger's identity (its creation time and account).
@@ -1329,6 +1330,11 @@ def _initialise(
         # locking of every transaction (a quarter of an ack's cost). Another process opening
         # the file meanwhile gets SQLITE_BUSY, reported as "another process holds the file".
         conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        # A checkpoint syncs the WAL and the database file (two fsyncs under NORMAL) and copies
+        # pages back; SQLite's default of one per 1,000 WAL pages made one every ~170 live
+        # commits, the largest part of a commit's cost on average (live offers, ack-on-next:
+        # 345 -> 250 us per report). At 10,000 pages the WAL file grows to about 40 MB.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_CHECKPOINT_PAGES}")
         conn.execute("BEGIN IMMEDIATE")
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]

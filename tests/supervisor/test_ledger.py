@@ -455,3 +455,8 @@ def test_offers_with_their_fields_read_by_the_caller(ledger: ExecutionLedger) ->
     fields = [m.first_values() for m in reports]
     assert ledger.offer_many(reports, source="live", now=T0, fields=fields) == 2
     assert keys(drain(ledger)) == ["1;1", "1;2"]
+
+
+def test_the_wal_is_checkpointed_every_ten_thousand_pages(ledger: ExecutionLedger) -> None:
+    conn = ledger._connection()
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
