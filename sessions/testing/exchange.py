@@ -106,6 +106,8 @@ _SUPPORTED: dict[str, tuple[bytes, ...]] = {
 # Everything an order-entry session may send changes orders or RFQs, so a listener refuses all.
 # Write-bucket messages (REFERENCE §10.1, §9.10); U1 has its own limit (U3 21004=1).
 _WRITE_MSGS = (b"D", b"F", b"G", b"q", b"UOG", b"R", b"UA", b"UE", b"S", b"Z", b"U7")
+# Messages whose ExDestination(100) picks the write bucket's shard.
+_SHARDED = (b"D", b"F", b"G")
 # Where a refused message's own ID is, for BusinessRejectRefID(379).
 _REF_ID_TAGS = (11, 131, 117, 20130, 21023, 21001)
 
@@ -933,18 +935,22 @@ class Exchange:
             )
             return out
         account = self._accounts[sess.account_id]
+        # Read once here and handed to the NewOrderSingle handler, which reads a dozen tags.
+        fields = msg.first_values() if mt in _SHARDED else None
         if mt in _WRITE_MSGS:
             shard: int | None = None
-            raw = msg.get(100)
-            if raw is not None and raw.isdigit() and int(raw) >= 1 and mt in (b"D", b"F", b"G"):
+            raw = None if fields is None else fields.get(100)
+            if raw is not None and raw.isdigit() and int(raw) >= 1:
                 shard = int(raw)
             if not self._limiter.allow(account.account_id, account.tier, WRITE, shard, now):
                 out.append(self._bmr(key_id, seq_num, msg, 8, "Rate limit exceeded"))
                 return out
-        handler = self._handlers[mt]
         res: list[Outbound] = []
         try:
-            handler(sess, msg, seq_num, res)
+            if mt == b"D":
+                self._on_new_order(sess, msg, seq_num, res, fields)
+            else:
+                self._handlers[mt](sess, msg, seq_num, res)
         except _FieldProblem as p:
             # Handlers parse everything before they change state, so nothing is half done.
             res = [self._session_reject(key_id, seq_num, mt, p.tag, p.reason, p.text)]
@@ -1600,11 +1606,17 @@ class Exchange:
     # --- NewOrderSingle ----------------------------------------------------------------------
 
     def _on_new_order(
-        self, sess: _Session, msg: FixMessage, seq_num: int, out: list[Outbound]
+        self,
+        sess: _Session,
+        msg: FixMessage,
+        seq_num: int,
+        out: list[Outbound],
+        fields: dict[int, bytes] | None = None,
     ) -> None:
         acct = self._accounts[sess.account_id]
         flags = sess.flags
-        fields = msg.first_values()
+        if fields is None:
+            fields = msg.first_values()
         get = fields.get
         # `get(tag) or _need(...)`: _need only runs (and raises) when the field is absent or
         # empty; the optional fields below are parsed only when present. One order goes through
