@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections import deque
 import math
 import os
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
