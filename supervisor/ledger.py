@@ -463,9 +463,10 @@ class ExecutionLedger:
         self._account = account
         self._key: tuple[int, int] | None = None
         # The acknowledgement file (module docstring, "Acks"); not with FULL, where an ack
-        # must survive a power loss and SQLite's synced commit is what gives that.
+        # must survive a power loss and SQLite's synced commit is what gives that, nor where
+        # the platform has no positioned write.
         self._ack_fd: int | None = None
-        if synchronous == "NORMAL":
+        if synchronous == "NORMAL" and hasattr(os, "pwrite"):
             try:
                 self._ack_fd = os.open(path + _ACK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
