@@ -85,6 +85,20 @@ class ExecId:
 
     @classmethod
     def _parse(cls, value: str | bytes) -> ExecId:
+        if type(value) is bytes:
+            # The usual wire form, without decoding or the pattern: "clock;event" or
+            # "clock;event;index", each part non-empty ASCII digits (bytes.isdigit() accepts
+            # exactly [0-9]+). Anything else, the pending placeholder included, takes the
+            # general path below with its error messages.
+            parts = value.split(b";")
+            if len(parts) == 2:
+                clock, event = parts
+                if clock.isdigit() and event.isdigit():
+                    return _trusted(int(clock), int(event), 0)
+            elif len(parts) == 3:
+                clock, event, index = parts
+                if clock.isdigit() and event.isdigit() and index.isdigit():
+                    return _trusted(int(clock), int(event), int(index))
         if isinstance(value, (bytes, bytearray)):
             text = bytes(value).decode("ascii", "replace")
         elif isinstance(value, str):
