@@ -35,6 +35,7 @@ Exit codes:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -176,6 +177,11 @@ async def _supervise(sup: Supervisor, signals: Sequence[int]) -> int:
     try:
         with trio.open_signal_receiver(*signals) as signal_events:
             async with sup:
+                # What exists by now (modules, configuration, components, sessions) lives as
+                # long as the process: kept out of the collector's sight, it is no longer walked
+                # by every full collection, each of which paused the event loop for ~50 ms
+                # (48k objects after the imports alone, 2-core machine).
+                gc.freeze()
                 log.info(
                     "supervising %d session(s), start order %s; SIGTERM or SIGINT logs them "
                     "out and stops", len(sup.start_order), ", ".join(sup.start_order),

@@ -31,7 +31,8 @@ together; the first one the application receives is the answer. Figures:
   measured in this run, its phases interleaved with the stack's so that load on the machine
   hits both alike. :mod:`ops.benchmarks.floor` prints that floor measurement.
 
-Sequence: gateway up → supervisor up → warm-up (300 orders) → floor warm-up → stack paced
+Sequence: gateway up → supervisor up (then ``gc.freeze()``, as ``kalshi-fix run`` does and the
+README recommends to embedding applications) → warm-up (300 orders) → floor warm-up → stack paced
 → floor paced → stack windowed → floor windowed.
 
 Attribution (windowed phase, CPU time per order): ``roundtrip_client_cpu_us`` for this process
@@ -44,6 +45,7 @@ queueing in the latencies.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import tempfile
 import time
 import uuid
@@ -217,6 +219,7 @@ async def _measure(
                 async with Supervisor((cfg, sup_cfg), observers=observers) as sup:
                     with trio.fail_after(_START_TIMEOUT):
                         await sup.handle(_SESSION).wait_active()
+                    gc.freeze()  # as `kalshi-fix run` does once up (README: Latency)
                     link = _AppLink(app.orders, app.executions, watch)
                     await link.run(warmup, window=window)
                     request_size = _order_size(link, key.key_id)
@@ -231,6 +234,7 @@ async def _measure(
                         floor_windowed = await floor_link.run(throughput_orders, window=window)
             finally:
                 app.close()
+                gc.unfreeze()  # the benchmarks that run after this one start as they would alone
     return _Result(
         paced,
         windowed,

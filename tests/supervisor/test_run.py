@@ -22,6 +22,7 @@ import trio
 from sessions.maintenance import MaintenanceCalendar
 from sessions.testing.client import new_order, next_app
 from sessions.testing.pytest_plugin import GatewayOptions
+from supervisor import run as run_module
 from supervisor.config import WEEKDAYS
 from supervisor.run import (
     EXIT_CHILD_STOPPED,
@@ -252,6 +253,20 @@ async def test_every_session_stopped_by_a_non_retryable_reject_exits_4(
     assert code == EXIT_CHILD_STOPPED, text
     assert "session orders stopped" in text and "CompIDs" in text
     assert len(gw.gateway.connections) == 1  # one Logon, no hammering
+
+
+async def test_the_startup_heap_is_frozen_once_supervising(
+    kalshi_gateway, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In process, to see the call: what exists at start is kept out of full collections.
+    frozen: list[int] = []
+    monkeypatch.setattr(run_module.gc, "freeze", lambda: frozen.append(len(frozen)))
+    gw = kalshi_gateway
+    config = write_config(
+        tmp_path, {"orders": session(gw, "KalshiNR", "nr", key_id="not-a-registered-key")}
+    )
+    code = await run_module.run_standalone(config)
+    assert code == EXIT_CHILD_STOPPED and frozen == [0]
 
 
 async def test_exceeding_the_restart_intensity_exits_5(kalshi_gateway, tmp_path) -> None:
