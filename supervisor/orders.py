@@ -257,7 +257,7 @@ def parse_report(msg: FixMessage, fields: dict[int, bytes] | None = None) -> _Re
     # field was a third of its cost. Empty values read as absent, as in _s() and _dec().
     get = f.get
     known = _DECIMALS.get
-    values = []
+    values: list[object] = [msg_type, exec_id]
     for tag in _TEXT_TAGS:
         v = get(tag)
         values.append(v.decode("latin-1") if v else None)
@@ -269,9 +269,9 @@ def parse_report(msg: FixMessage, fields: dict[int, bytes] | None = None) -> _Re
         else:
             values.append(None)
     v = get(58)
-    return _Report(
-        msg_type, exec_id, *values, v.decode("latin-1") if v else None, ord_rej_reason
-    )
+    values.append(v.decode("latin-1") if v else None)
+    values.append(ord_rej_reason)
+    return _Report._make(values)
 
 
 @attrs.define
