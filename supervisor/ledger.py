@@ -117,7 +117,7 @@ import weakref
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import attrs
 
@@ -226,8 +226,9 @@ def _decode(tags: bytes | None, raw: bytes) -> FixMessage:
     return m
 
 
-@attrs.frozen
-class _Offer:
+class _Offer(NamedTuple):
+    """One classified report (a named tuple: one is made per report offered)."""
+
     key: str
     exec_id: ExecId | None
     order_key: str
