@@ -390,13 +390,15 @@ class FixConnection:
 
     # ------------------------------------------------------------------ inbound dispatch
     def _on_message(self, msg: FixMessage, now: float) -> None:
-        msg_type = msg.get(T.MSG_TYPE)
+        # One index of the fields for every check below (a scan per tag would cost more).
+        f = msg.first_values()
+        msg_type = f.get(T.MSG_TYPE)
         if msg_type is None:
             # FIX treats a message without MsgType as garbled: ignore it, do not count it.
             self._events.append(GarbledMessage("missing MsgType(35)", b""))
             return
-        if msg.get(T.BEGIN_STRING) != self.settings.begin_string:
-            got = (msg.get(T.BEGIN_STRING) or b"").decode("latin-1")
+        if f.get(T.BEGIN_STRING) != self.settings.begin_string:
+            got = (f.get(T.BEGIN_STRING) or b"").decode("latin-1")
             self._fatal(
                 now,
                 f"Incorrect BeginString {got!r}, expected {self.settings.begin_string.decode()}",
@@ -417,7 +419,7 @@ class FixConnection:
             )
             self._close("error")
             return
-        seq_raw = msg.get(T.MSG_SEQ_NUM)
+        seq_raw = f.get(T.MSG_SEQ_NUM)
         if seq_raw is None or not seq_raw.isdigit() or seq_raw.startswith(b"0"):
             # Kalshi and FIX both end the session on a missing/invalid MsgSeqNum.
             what = "missing" if seq_raw is None else f"invalid ({seq_raw.decode('latin-1')!r})"
@@ -430,18 +432,21 @@ class FixConnection:
         if state is State.LOGON_SENT:
             self._on_logon_answer(msg, msg_type, seq, now)
             return
-        self._sequence(msg, msg_type, seq, now)
+        self._sequence(msg, msg_type, seq, now, f)
 
-    def _sequence(self, msg: FixMessage, msg_type: bytes, seq: int, now: float) -> None:
-        """Apply the MsgSeqNum rules to a message of an active session."""
-        if msg_type == MsgType.SEQUENCE_RESET and msg.get(T.GAP_FILL_FLAG) != b"Y":
+    def _sequence(
+        self, msg: FixMessage, msg_type: bytes, seq: int, now: float, fields: dict[int, bytes]
+    ) -> None:
+        """Apply the MsgSeqNum rules to a message of an active session (``fields``: its
+        ``first_values()``)."""
+        if msg_type == MsgType.SEQUENCE_RESET and fields.get(T.GAP_FILL_FLAG) != b"Y":
             # Reset mode ignores MsgSeqNum by definition.
             if self._header_ok(msg, msg_type, seq, now, count=False):
                 self._on_sequence_reset(msg, seq, now, gap_fill=False)
             return
         expected = self._store_().next_target_seq
         if seq == expected:
-            self._process(msg, msg_type, seq, now)
+            self._process(msg, msg_type, seq, now, fields=fields)
             self._drain_queue(now)
         elif seq > expected:
             self._too_high(msg, msg_type, seq, expected, now)
@@ -520,11 +525,14 @@ class FixConnection:
 
     def _process(
         self, msg: FixMessage, msg_type: bytes, seq: int, now: float,
-        received_at: float | None = None,
+        received_at: float | None = None, *, fields: dict[int, bytes] | None = None,
     ) -> None:
         """Handle an in-sequence message: validate, count, dispatch. ``received_at`` is when a
         queued message arrived: its SendingTime is judged against that, not against ``now``."""
-        if not self._header_ok(msg, msg_type, seq, now, count=True, received_at=received_at):
+        f = self._header_ok(
+            msg, msg_type, seq, now, count=True, received_at=received_at, fields=fields
+        )
+        if f is None:
             return
         self._store_().set_next_target_seq(seq + 1)
         handler = _ADMIN_HANDLERS.get(msg_type)
@@ -539,18 +547,19 @@ class FixConnection:
             )
             return
         self._events.append(
-            ApplicationMessage(msg, seq, msg.get(T.POSS_DUP_FLAG) == b"Y")
+            ApplicationMessage(msg, seq, f.get(T.POSS_DUP_FLAG) == b"Y")
         )
 
     def _header_ok(
         self, msg: FixMessage, msg_type: bytes, seq: int, now: float, *, count: bool,
-        received_at: float | None = None,
-    ) -> bool:
+        received_at: float | None = None, fields: dict[int, bytes] | None = None,
+    ) -> dict[int, bytes] | None:
         """Check header fields; on a problem send the Reject (and Logout where FIX requires),
-        count the message when ``count`` and return False."""
+        count the message when ``count`` and return None; else the message's fields
+        (``first_values()``, reused when given as ``fields``)."""
         # One index of the fields instead of a scan per tag: absent tags such as PossDupFlag
         # would otherwise cost a full scan each.
-        f = msg.first_values()
+        f = msg.first_values() if fields is None else fields
         for tag in (T.SENDER_COMP_ID, T.TARGET_COMP_ID, T.SENDING_TIME):
             if not f.get(tag):
                 name = {49: "SenderCompID", 56: "TargetCompID", 52: "SendingTime"}[tag]
@@ -560,7 +569,7 @@ class FixConnection:
                 )
                 if count:
                     self._store_().set_next_target_seq(seq + 1)
-                return False
+                return None
         sender = f.get(T.SENDER_COMP_ID)
         if f.get(T.TARGET_COMP_ID) != self._sender or not (
             sender == self._target or sender in self._peer_ids
@@ -571,11 +580,11 @@ class FixConnection:
                 f"56={(f.get(T.TARGET_COMP_ID) or b'').decode('latin-1')}",
             )
             self._fatal(now, "CompID problem", reject_already_sent=True)
-            return False
+            return None
         if not self._sending_time_ok(
             msg, f[T.SENDING_TIME], now, now if received_at is None else received_at
         ):
-            return False
+            return None
         if not all(map(_value_of, msg.pairs)):
             for tag, value in msg.pairs:
                 if not value:
@@ -585,7 +594,7 @@ class FixConnection:
                     )
                     if count:
                         self._store_().set_next_target_seq(seq + 1)
-                    return False
+                    return None
         if f.get(T.POSS_DUP_FLAG) == b"Y" and msg_type != MsgType.SEQUENCE_RESET:
             orig = f.get(T.ORIG_SENDING_TIME)
             if orig is None:
@@ -595,8 +604,8 @@ class FixConnection:
                 )
                 if count:
                     self._store_().set_next_target_seq(seq + 1)
-                return False
-        return True
+                return None
+        return f
 
     def _sending_time_ok(
         self, msg: FixMessage, raw: bytes, now: float, received_at: float
