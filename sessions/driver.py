@@ -35,6 +35,7 @@ import trio
 
 from .connection import FixConnection, State
 from .errors import (
+    CodecError,
     ConfigError,
     LogonRejected,
     SessionClosed,
@@ -264,8 +265,19 @@ class FixSession:
         Raises :class:`~sessions.errors.LocalProtocolError` unless the session is active.
         """
         mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-        seq: int = self._call(self._conn.send_app, mt, wire_pairs(body), self._now(), timer=False)
+        seq: int = self._call(self._send_one, mt, body, self._now(), timer=False)
         return seq
+
+    def _send_one(self, mt: bytes, body: Iterable[tuple[int, Value]], now: float) -> int:
+        pairs = body if type(body) is list else list(body)
+        try:
+            # Bodies of (int, bytes) pairs (pre-rendered reports, order entry's requests) go
+            # to the codec as they are: checking every field first cost more than encoding.
+            return self._conn.send_app(mt, pairs, now)
+        except CodecError:
+            # Values not rendered yet (str, int, Decimal…): render them and encode again. A
+            # value the codec still refuses (SOH inside) raises from here; nothing was sent.
+            return self._conn.send_app(mt, wire_pairs(pairs), now)
 
     def send_app_many(
         self, messages: Iterable[tuple[bytes | str, Iterable[tuple[int, Value]]]]
@@ -282,7 +294,7 @@ class FixSession:
         try:
             for msg_type, body in messages:
                 mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-                seqs.append(self._conn.send_app(mt, wire_pairs(body), now))
+                seqs.append(self._send_one(mt, body, now))
         finally:
             self._after_core(timer=False)
         return seqs

@@ -7,6 +7,7 @@ for the real transports.
 from __future__ import annotations
 
 import ssl
+from decimal import Decimal
 from functools import partial
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from driver_peer import KEY_ID, Acceptor, TapStream
 from sessions.connection import FixConnection, State
 from sessions.driver import FixSession, TestRequestTimeout, open_fix_session
-from sessions.errors import LocalProtocolError, LogonRejected, SessionClosed, TransportError
+from sessions.errors import (
+    CodecError,
+    LocalProtocolError,
+    LogonRejected,
+    SessionClosed,
+    TransportError,
+)
 from sessions.events import (
     ApplicationMessage,
     HeartbeatTimeout,
@@ -461,6 +468,23 @@ async def test_hand_events_to_delivers_in_the_producing_task_queued_ones_first(
         await session.wait_finished()
         assert isinstance(got[-1][-1], SessionEnded)
         assert await session.next_events() == []  # the queue saw only the end
+
+
+async def test_send_app_renders_values_and_refuses_a_bad_one_without_using_a_number(
+    autojump_clock: trio.testing.MockClock, signer: LogonSigner
+) -> None:
+    acceptor = Acceptor()
+    async with linked(signer, acceptor) as (session, _tap):
+        await session.wait_logged_on()
+        with pytest.raises(CodecError, match="SOH"):
+            session.send_app("D", [(11, "bad\x01value")])
+        assert session.send_app("D", [(11, "ok"), (38, 5), (44, Decimal("0.45"))]) == 2
+        assert session.send_app("D", [(11, b"raw"), (38, b"1")]) == 3  # bytes as they are
+        await session.test_request(timeout=5)
+    got = [e.message for e in acceptor.of_type(ApplicationMessage)]
+    assert [(m.get(11), m.get(38), m.get(44)) for m in got] == [
+        (b"ok", b"5", b"0.45"), (b"raw", b"1", None)
+    ]
 
 
 # --------------------------------------------------------------------------- real sockets
