@@ -6,9 +6,10 @@ The core decides everything; this module only moves bytes, time and events:
   and queues the events. The queue is bounded, so an application that stops consuming events
   stops the reading (backpressure) instead of growing memory;
 * one **writer** task is the only code that calls ``stream.send_all``; it writes whatever the
-  core queued, so the wire order is the sequence-number order. On plain TCP, output produced
-  while nothing is queued or being written goes out at once from the call that produced it
-  (one non-blocking ``send``); only what the socket does not take waits for the writer;
+  core queued, so the wire order is the sequence-number order. On plain TCP (or a stream
+  offering ``send_nowait(data) -> bytes written``), output produced while nothing is queued or
+  being written goes out at once from the call that produced it (one non-blocking ``send``);
+  only what the socket does not take waits for the writer;
 * a **timer** task sleeps until ``connection.next_deadline()`` and calls ``tick``.
 
 Only this module reads clocks. ``now`` is epoch seconds from the injected clock; the default is
@@ -23,6 +24,7 @@ Transport failures never escape as raw Trio/OS exceptions: they end the session 
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import ssl
@@ -157,6 +159,11 @@ class _EventQueue:
         return event
 
 
+def _send_nowait_fd(sock: trio.socket.SocketType, data: bytes) -> int:
+    """One non-blocking send on ``sock`` (raises ``BlockingIOError`` when it is full)."""
+    return os.write(sock.fileno(), data)
+
+
 def default_clock() -> Clock:
     """Epoch seconds as wall offset (captured now) + ``trio.current_time()``."""
     # Captured once: FIX time then advances exactly with Trio's clock (MockClock included).
@@ -187,12 +194,15 @@ class FixSession:
         self.peer_name = peer_name
         self._out = bytearray()
         self._in_flight = 0
-        # Plain TCP only (TLS must go through the SSL object): the socket to write to directly
-        # when the writer is idle. Waking the writer task costs two trips through Trio's
-        # scheduler per message; a direct non-blocking send costs one system call.
-        self._direct: trio.socket.SocketType | None = (
-            stream.socket if isinstance(stream, trio.SocketStream) and _POSIX else None
-        )
+        # Writes straight from the call that produced the output, when the writer is idle:
+        # waking the writer task costs two trips through Trio's scheduler per message, a
+        # non-blocking send one system call. Plain TCP (TLS must go through the SSL object),
+        # or a stream that offers send_nowait(data) -> bytes written (0: it would wait).
+        self._direct: Callable[[bytes], int] | None = None
+        if isinstance(stream, trio.SocketStream) and _POSIX:
+            self._direct = functools.partial(_send_nowait_fd, stream.socket)
+        elif callable(getattr(stream, "send_nowait", None)):
+            self._direct = stream.send_nowait  # type: ignore[attr-defined]
         self._writer_wake = trio.Event()
         self._timer_wake = trio.Event()
         # The deadline (session clock) the timer task sleeps towards; None: it must be woken
@@ -534,7 +544,7 @@ class FixSession:
         """Write what the socket takes without blocking; return the rest for the writer."""
         assert self._direct is not None
         try:
-            sent = os.write(self._direct.fileno(), data)
+            sent = self._direct(data)
         except OSError:
             # Full (BlockingIOError), broken or closed: the writer task takes it from here,
             # and a broken socket then ends the session through the one path that reports

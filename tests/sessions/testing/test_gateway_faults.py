@@ -256,3 +256,36 @@ async def test_plan_fault_fires_once(kalshi_gateway, autojump_clock) -> None:
         await next_app(nr, [b"8"])
         await nr.test_request(timeout=5)
     assert len(fired(gw, K.DROP)) == 1
+
+
+@pytest.mark.kalshi_gateway(tls=False, record_wire=False)
+async def test_direct_writes_count_every_message_and_step_aside_for_a_session_fault(
+    kalshi_gateway, autojump_clock
+) -> None:
+    # Plain TCP without a wire log: the gateway's answers leave from the call that made them
+    # (no writer task). Message counts stay exact for the session-level triggers, and an armed
+    # session fault puts the connection back on the writer task, where it fires.
+    gw = kalshi_gateway
+    async with gw.connect("KalshiNR", logon=SKIP_PENDING) as nr:
+        await nr.wait_logged_on()
+        (conn,) = [c for c in gw.gateway._conns.values() if c.endpoint == "KalshiNR"]
+        before = conn.stream.sent_messages
+        for i in range(5):
+            nr.send_app("D", new_order(f"d{i}", gw.markets[0], 1, 1, 30))
+        received = 0
+        while received < 5:
+            if isinstance(await nr.next_event(), ApplicationMessage):
+                received += 1
+        assert conn.stream.sent_messages - before == 5
+        expected = nr.connection.next_target_seq
+        gw.inject("skip_seq:endpoint=KalshiNR,after=2")
+        gaps = []
+        for i in range(3):  # one at a time: each answer is a write of its own
+            nr.send_app("D", new_order(f"e{i}", gw.markets[0], 1, 1, 30))
+            while True:
+                event = await nr.next_event()
+                if isinstance(event, SequenceGap):
+                    gaps.append(event)
+                elif isinstance(event, ApplicationMessage):
+                    break
+        assert gaps == [SequenceGap(expected + 2, expected + 3)]  # after exactly 2 more
