@@ -265,7 +265,8 @@ class ExecutionStream(ObserverBase):
             return
         reports = [e.message for e in events if e.message.get(35) in _REPORT_TYPES]
         if reports:
-            self.ingest(reports, source="live", session=name)
+            # The burst is whole: commit it now rather than from a task spawned for it.
+            self.ingest(reports, source="live", session=name, defer_commit=False)
 
     # ------------------------------------------------------------------ feeding
 
@@ -277,12 +278,15 @@ class ExecutionStream(ObserverBase):
         session: str | None,
         now: float | None = None,
         fields: list[dict[int, bytes]] | None = None,
+        defer_commit: bool | None = None,
     ) -> int:
         """Offer reports to the ledger and apply them to the tracker; returns how many were new.
 
         A report neither can identify is published on :attr:`problems` and skipped; the others
         are still taken. ``fields`` are the reports' ``first_values()``, in order, when the
-        caller has read them already.
+        caller has read them already. ``defer_commit=False`` commits before returning; by
+        default, when the stream is attached to a supervisor, a task commits once the caller's
+        burst is over (several calls, one transaction).
         """
         when = self.clock() if now is None else now
         msgs = list(reports)
@@ -291,7 +295,7 @@ class ExecutionStream(ObserverBase):
             fields = [m.first_values() for m in msgs]
         bad: set[int] = set()
         # Without a task to commit later (not attached to a supervisor), commit at once.
-        defer = self._spawn is not None
+        defer = self._spawn is not None and defer_commit is not False
         try:
             fresh = self.ledger.offer_many(
                 msgs, source=source, session=session, now=when, defer_commit=defer,
@@ -309,7 +313,8 @@ class ExecutionStream(ObserverBase):
                 except ReportError as e:
                     bad.add(id(m))
                     self.problems.publish(IngestProblem(session, source, str(e), m))
-        if self.ledger.uncommitted and not self._commit_scheduled and self._spawn is not None:
+        if defer and self.ledger.uncommitted and not self._commit_scheduled:
+            assert self._spawn is not None  # defer implies it
             self._commit_scheduled = True
             self._spawn(self._commit_burst)
         apply = self.tracker.apply

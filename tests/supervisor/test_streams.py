@@ -122,7 +122,7 @@ async def test_a_malformed_report_is_reported_not_delivered_and_the_rest_goes_on
     s.ledger.close()
 
 
-async def test_a_burst_goes_to_the_ledger_in_one_offer(tmp_path: Path) -> None:
+async def test_a_burst_goes_to_the_ledger_in_one_offer_and_one_commit(tmp_path: Path) -> None:
     s = stream(tmp_path)
     offers: list[int] = []
     real_offer = s.ledger.offer_many
@@ -135,8 +135,12 @@ async def test_a_burst_goes_to_the_ledger_in_one_offer(tmp_path: Path) -> None:
     s.ledger.offer_many = counting_offer  # type: ignore[method-assign]
     heartbeat = FixMessage([(35, "0")])  # not a report: skipped
     burst = [er("5;1"), heartbeat, er("5;2", cum="2.00"), er("5;3", cum="3.00")]
+    spawned: list[Any] = []
+    s.attach({}, spawned.append, lambda: T0)
     s.application_messages("nr", [ApplicationMessage(m, i) for i, m in enumerate(burst, 1)])
     assert offers == [3]
+    # The burst is whole: committed at once, no task spawned to do it.
+    assert not s.ledger.uncommitted and spawned == []
     it = s.executions()
     assert [str(it.next_nowait().exec_id) for _ in range(3)] == ["5;1", "5;2", "5;3"]
     order = s.tracker.get("c1")
