@@ -464,6 +464,9 @@ class SqliteStore:
         synchronous: str,
     ) -> SqliteStore:
         try:
+            # A new file gets 1 KiB pages (an existing one keeps its own): each commit writes
+            # every page it touched to the WAL, and a message's row is a few hundred bytes.
+            conn.execute("PRAGMA page_size = 1024")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,15 @@ def test_bad_retention_is_refused(tmp_path: Path) -> None:
 def open_sqlite(directory: Path, **kw: Any) -> SqliteStore:
     kw.setdefault("now", T0)
     return SqliteStore.open(directory, TARGET, SENDER, **kw)
+
+
+def test_a_new_file_has_small_pages(tmp_path: Path) -> None:
+    # Each commit writes every page it touched to the WAL: 1 KiB pages for new files.
+    with open_sqlite(tmp_path) as store:
+        send(store, 1, application=True)
+        path = store.path
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
 
 
 def test_state_survives_reopen(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from collections import defaultdict
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,29 @@ def test_file_per_account_and_reopen(tmp_path: Path) -> None:
     with open_ledger(tmp_path, "acct/1") as again:
         assert again.last_exec_id(0) == ExecId(1, 1)
         assert again.offer(fill("1;1"), source="dropcopy", now=T0) is False
+
+
+def test_a_new_file_has_small_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    # Each commit writes every page it touched: 1 KiB pages for new files. A file made with
+    # SQLite's default 4 KiB pages (earlier versions) opens and works as it is.
+    with open_ledger(tmp_path / "new", "acct") as lg:
+        assert lg.offer(fill("1;1"), source="live", now=T0)
+        new_path = lg.path
+    with closing(sqlite3.connect(new_path)) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    # An empty database made with 4 KiB pages, as an earlier version's file is.
+    (tmp_path / "old").mkdir()
+    old_path = str(tmp_path / "old" / ledger_file_name("acct"))
+    with closing(sqlite3.connect(old_path)) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("PRAGMA journal_mode = WAL")
+    with open_ledger(tmp_path / "old", "acct") as lg:
+        assert lg.offer(fill("2;1"), source="live", now=T0)
+    with open_ledger(tmp_path / "old", "acct") as lg:
+        assert lg.offer(fill("2;2", cum="2.00"), source="live", now=T0)
+        assert lg.last_exec_id(0) == ExecId(2, 2)
+    with closing(sqlite3.connect(old_path)) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
 
 
 def test_second_open_in_process_is_refused(ledger: ExecutionLedger, tmp_path: Path) -> None:
