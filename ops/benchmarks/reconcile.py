@@ -8,8 +8,10 @@ that was down meanwhile: its recovery state (written here in the reconciliation 
 format) says the ``orders`` session had received everything up to ExecID ``0;0``, and its
 execution ledger is empty.
 
-The stack: :class:`supervisor.tree.Supervisor` with the two sessions (``orders`` on KalshiNR,
-``dropcopy`` on KalshiDC) and the components of :meth:`supervisor.app.Components.build` —
+The stack (with ``gc.freeze()`` once it is up, as ``kalshi-fix run`` does and the README
+recommends to embedding applications): :class:`supervisor.tree.Supervisor` with the two
+sessions (``orders`` on KalshiNR, ``dropcopy`` on KalshiDC) and the components of
+:meth:`supervisor.app.Components.build` —
 among them the executions component (:class:`supervisor.streams.ExecutionStream` over
 :class:`supervisor.ledger.ExecutionLedger`) and the reconciliation observer
 (:class:`supervisor.recovery.RecoveryObserver`), exactly as an application runs them. On start the
@@ -32,6 +34,7 @@ gateway generated.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import tempfile
 from collections.abc import Iterable
@@ -228,6 +231,7 @@ async def _recover(config: Path, expected: int) -> _Phases:
         released: list[float] = []
         recovery.on_pass.append(lambda report: released.append(stamps.clock()))
         async with Supervisor((cfg, sup_cfg), observers=[*app.observers, stamps]) as sup:
+            gc.freeze()  # as `kalshi-fix run` does once up (README: Latency)
             # The application: the exactly-once iterator, acking each item by asking for the
             # next one (and the last by one more ask).
             consumer = stream.executions()
@@ -253,6 +257,7 @@ async def _recover(config: Path, expected: int) -> _Phases:
         )
     finally:
         app.close()
+        gc.unfreeze()  # the benchmarks that run after this one start as they would alone
 
 
 def run(*, executions: int = EXECUTIONS) -> Iterable[Figure]:
