@@ -153,6 +153,8 @@ _Synchronous = Literal["NORMAL", "FULL"]
 _SOURCES = ("live", "dropcopy")
 _CHUNK = 500  # keys per "IN (...)" query: well under SQLite's variable limit
 _WAL_CHECKPOINT_PAGES = 10_000
+# Offers of at most this many reports insert each one "if new" instead of looking them up first.
+_INSERT_EACH_MAX = 8
 # The acknowledgement file next to the ledger ("Acks" in the module docstring): one record,
 # rewritten in place — magic, acked delivery id, that item's arrival, CRC-32 of those and of
 # the ledger's identity (its creation time and account).
@@ -833,28 +835,30 @@ class ExecutionLedger:
             return 0
         conn = self._begin("offer")
         try:
-            # One report (the live stream's usual offer): let the insert itself find out
-            # whether it is known (ON CONFLICT) instead of asking first.
-            single = len(offers) == 1
-            fresh = self._fresh(conn, offers, probe=not single)
-            if fresh:
-                rows: list[tuple[Any, ...]] = []
-                arrival = self._next_arrival
-                for o in fresh:
-                    e = o.exec_id
-                    if e is None:
-                        rows.append((arrival, o.key, None, None, None, o.order_key, source,
-                                     session, received, o.tags, o.raw))
-                    else:
-                        rows.append((arrival, o.key, e.index, e.clock, e.event, o.order_key,
-                                     source, session, received, o.tags, o.raw))
-                    arrival += 1
-                if single:
-                    if conn.execute(_INSERT_IF_NEW, rows[0]).rowcount != 1:
-                        fresh, rows = [], []
-                        arrival = self._next_arrival
+            # A few reports (the live stream's bursts): let each insert find out whether its
+            # report is known (ON CONFLICT) instead of asking first; a replay's hundreds are
+            # looked up in one query and inserted in one statement.
+            each = len(offers) <= _INSERT_EACH_MAX
+            candidates = self._fresh(conn, offers, probe=not each)
+            fresh: list[_Offer] = []
+            rows: list[tuple[Any, ...]] = []
+            arrival = self._next_arrival
+            for o in candidates:
+                e = o.exec_id
+                if e is None:
+                    row: tuple[Any, ...] = (arrival, o.key, None, None, None, o.order_key,
+                                            source, session, received, o.tags, o.raw)
                 else:
-                    conn.executemany(_INSERT, rows)
+                    row = (arrival, o.key, e.index, e.clock, e.event, o.order_key,
+                           source, session, received, o.tags, o.raw)
+                if each and conn.execute(_INSERT_IF_NEW, row).rowcount != 1:
+                    continue  # stored already
+                fresh.append(o)
+                rows.append(row)
+                arrival += 1
+            if not each and rows:
+                conn.executemany(_INSERT, rows)
+            if fresh:
                 # Updated in place: a failure below rolls back and reloads them from the file.
                 # An index first seen during a hold has no anchor: last_exec_id() answers None
                 # for it, as the file does after a restart (its anchor columns are NULL).
@@ -869,9 +873,7 @@ class ExecutionLedger:
                             last[e.index] = e
                             self._marks_dirty.add(e.index)
                 self._next_arrival = arrival
-                if not fresh:
-                    pass  # the one report was known after all
-                elif self._hold_from is None:
+                if self._hold_from is None:
                     self._next_delivery = self._enqueue(
                         conn, rows, self._next_delivery, [o.message for o in fresh]
                     )
