@@ -557,7 +557,7 @@ class OrderEntry(ObserverBase):
             if cl in self._amb or cl in self._resending:
                 continue
             state = tracker.get(cl)
-            if state is not None and not state.is_open:
+            if state is None or not state.is_open:  # None: the tracker forgot it, closed
                 del self._requests[cl]
         self._sweep_at = max(_SWEEP_MIN, 2 * len(self._requests))
 

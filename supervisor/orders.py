@@ -590,6 +590,47 @@ class OrderTracker:
         self._link_cl(order, cl_ord_id)
         self._requests[cl_ord_id] = _Request(cl_ord_id, msg_type, request.copy())
 
+    def forget_closed(self, keep: int) -> int:
+        """Forget the oldest closed orders beyond the ``keep`` most recent ones, so that a
+        process running for weeks does not hold every order it ever had (about 1 KB each).
+
+        An order is kept, whatever its age, while it is open, has a request pending or
+        ambiguous, or has a request the exchange has not answered (a late answer must find
+        it). A forgotten order is unknown to :meth:`get` and :meth:`orders`, and its
+        ClOrdIDs are no longer refused for reuse. Returns how many were forgotten.
+        """
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        closed = [o for o in self._orders if o.closed and self._settled(o)]
+        excess = len(closed) - keep
+        if excess <= 0:
+            return 0
+        gone = closed[:excess]
+        for o in gone:
+            for cl in o.cls:
+                if self._by_cl.get(cl) is o:
+                    del self._by_cl[cl]
+                self._requests.pop(cl, None)
+            if o.order_id is not None and self._by_order_id.get(o.order_id) is o:
+                del self._by_order_id[o.order_id]
+        dropped = set(map(id, gone))
+        self._orders = [o for o in self._orders if id(o) not in dropped]
+        return excess
+
+    def _settled(self, order: _Order) -> bool:
+        """No request of ``order`` is pending, ambiguous or unanswered."""
+        if order.pending:
+            return False
+        for cl in order.cls:
+            if cl in self._ambiguous:
+                return False
+            if cl in self._requests and not (
+                cl in order.answered
+                or (order.rejected is not None and order.rejected.cl_ord_id == cl)
+            ):
+                return False
+        return True
+
     def in_flight(self) -> list[str]:
         """ClOrdIDs of requests sent but not yet answered by any report (in sending order).
         After a disconnect the supervisor marks these ambiguous."""

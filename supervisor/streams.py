@@ -197,7 +197,8 @@ class ExecutionStream(ObserverBase):
     to keep up to date (a new one, rebuilt from the ledger's history, when ``None``);
     ``journal`` makes this standalone mode. ``clock`` gives epoch seconds (replaced by the
     supervisor's in :meth:`attach`). Acked rows older than ``keep_s`` are pruned at most every
-    ``prune_every`` seconds.
+    ``prune_every`` seconds; so are the tracker's closed orders beyond the
+    ``keep_closed_orders`` most recent (:meth:`OrderTracker.forget_closed`).
     """
 
     def __init__(
@@ -209,6 +210,7 @@ class ExecutionStream(ObserverBase):
         clock: Callable[[], float] | None = None,
         keep_s: float = DEFAULT_KEEP_S,
         prune_every: float = 600.0,
+        keep_closed_orders: int = 10_000,
     ) -> None:
         self.ledger = ledger
         self.tracker = tracker if tracker is not None else OrderTracker()
@@ -217,6 +219,7 @@ class ExecutionStream(ObserverBase):
         self.handles: dict[str, SessionHandle] = {}
         self._keep_s = keep_s
         self._prune_every = prune_every
+        self._keep_closed_orders = keep_closed_orders
         self._last_prune: float | None = None
         self._changed = trio.Event()
         self._consumer: ExecutionIterator | None = None
@@ -395,6 +398,7 @@ class ExecutionStream(ObserverBase):
             self._last_prune = now
             if self.ledger.acked_through and not self.ledger.holding:
                 self.ledger.prune(now, keep_s=self._keep_s)
+            self.tracker.forget_closed(self._keep_closed_orders)
 
     async def wait_changed(self) -> None:
         """Return after the next ingest or release."""

@@ -568,3 +568,28 @@ def test_a_report_read_once_by_the_caller_applies_as_the_message_itself() -> Non
         assert plain.apply(m) == shared.apply(m, fields=m.first_values())
     assert canon(plain) == canon(shared)
     assert parse_report(reports[1], reports[1].first_values()) == parse_report(reports[1])
+
+
+def test_forget_closed_keeps_the_recent_the_open_and_the_unsettled() -> None:
+    t = OrderTracker()
+    for n in range(5):  # five orders, filled (closed) in turn
+        cl, oid = f"c{n}", f"O{n}"
+        t.mark_sent(cl, nos(cl))
+        t.apply(er(f"{n};1", "0", "0", cl=cl, order_id=oid))
+        t.apply(er(f"{n};2", "F", "2", cl=cl, order_id=oid, cum="10.00", last_px="50",
+                   last_qty="10.00"))
+    t.mark_sent("open", nos("open"))
+    t.apply(er("9;1", "0", "0", cl="open", order_id="O9"))
+    # A cancel sent for c0 (already filled): unanswered, so c0 must stay findable.
+    t.mark_sent("x0", cancel("x0", "c0"))
+    assert t.forget_closed(keep=1) == 3  # c1, c2, c3 go; c4 is the most recent closed one
+    assert [t.get(cl) is None for cl in ("c0", "c1", "c2", "c3", "c4", "open")] == [
+        False, True, True, True, False, False
+    ]
+    assert t.get_by_order_id("O1") is None and t.get_by_order_id("O4") is not None
+    assert [o.cl_ord_id for o in t.orders()] == ["c0", "c4", "open"]
+    assert t.in_flight() == ["x0"]
+    t.mark_sent("c1", nos("c1"))  # a forgotten ClOrdID is no longer refused
+    assert t.forget_closed(keep=10) == 0
+    with pytest.raises(ValueError, match="keep"):
+        t.forget_closed(keep=-1)

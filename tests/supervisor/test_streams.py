@@ -319,3 +319,20 @@ async def test_attached_stream_commits_each_burst_once_and_before_delivery(
         await trio.testing.wait_all_tasks_blocked()
         assert commits[-1] is False  # the burst task found nothing left to commit
     s.ledger.close()
+
+
+async def test_closed_orders_are_forgotten_on_the_prune_cadence(tmp_path: Path) -> None:
+    s = ExecutionStream(
+        ExecutionLedger.open(tmp_path, "acct", now=T0), clock=lambda: T0,
+        prune_every=0.0, keep_closed_orders=1,
+    )
+    for n in range(3):  # three orders, each filled in full: closed
+        filled = er(f"{n};1", cl=f"f{n}", order_id=f"O{n}", cum="10.00")
+        filled.pairs = [(t, b"2" if t == 39 else b"0.00" if t == 151 else v)
+                        for t, v in filled.pairs]
+        s.ingest([filled], source="live", session="nr")
+    s.ingest([er("7;1", cl="open", order_id="O7", exec_type="0")], source="live", session="nr")
+    assert [o.cl_ord_id for o in s.tracker.orders()] == ["f2", "open"]
+    it = s.executions()  # the ledger still delivers every execution, forgotten or not
+    assert [str(it.next_nowait().exec_id) for _ in range(4)] == ["0;1", "1;1", "2;1", "7;1"]
+    s.ledger.close()
