@@ -601,6 +601,8 @@ class OrderTracker:
         """
         if keep < 0:
             raise ValueError(f"keep must be >= 0, got {keep}")
+        if len(self._orders) <= keep:
+            return 0  # nothing to look at (the usual case between sweeps)
         closed = [o for o in self._orders if o.closed and self._settled(o)]
         excess = len(closed) - keep
         if excess <= 0:
