@@ -3,10 +3,10 @@
 The stack, application to application, as :meth:`supervisor.app.Components.build` wires it:
 the order-entry component (:class:`supervisor.orderentry.OrderEntry`: client-side rate limiter,
 kill-switch gate, own-order tracker, ``new_order``) sends each NewOrderSingle through the
-supervision tree
-(:class:`supervisor.tree.Supervisor`, one ``KalshiNR`` session from a TOML file, its durable
-SQLite sequence store, the key lock); our session core encodes and stores it, the Trio driver
-writes it to TCP; the simulated gateway — **another process** (:mod:`ops.benchmarks._gateway`,
+supervision tree (:class:`supervisor.tree.Supervisor`, one ``KalshiNR`` session from a TOML
+file, the key lock; KalshiNR resets its numbers at every Logon, so its sequence store is kept in
+memory, as by default); our session core encodes and stores it, the Trio driver writes it to
+TCP; the simulated gateway — **another process** (:mod:`ops.benchmarks._gateway`,
 i.e. ``kalshi-fix gateway --key KEY=PUB.pem --plain`` with the exchange's rate-limit cost set to
 0) — decodes it, runs it through its exchange model and answers; our driver reads, the core
 decodes and sequences the ExecutionReport, the executions component
