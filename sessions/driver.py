@@ -274,11 +274,13 @@ class FixSession:
 
         Raises :class:`~sessions.errors.LocalProtocolError` unless the session is active.
         """
-        mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-        seq: int = self._call(self._send_one, mt, body, self._now(), timer=False)
+        seq: int = self._call(self._send_one, msg_type, body, self._now(), timer=False)
         return seq
 
-    def _send_one(self, mt: bytes, body: Iterable[tuple[int, Value]], now: float) -> int:
+    def _send_one(
+        self, msg_type: bytes | str, body: Iterable[tuple[int, Value]], now: float
+    ) -> int:
+        mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
         pairs = body if type(body) is list else list(body)
         try:
             # Bodies of (int, bytes) pairs (pre-rendered reports, order entry's requests) go
@@ -303,8 +305,7 @@ class FixSession:
         seqs: list[int] = []
         try:
             for msg_type, body in messages:
-                mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-                seqs.append(self._send_one(mt, body, now))
+                seqs.append(self._send_one(msg_type, body, now))
         finally:
             self._after_core(timer=False)
         return seqs

@@ -424,7 +424,6 @@ class SessionChild:
         switch in between), and the application messages of one read go to them together
         (one ledger transaction, one wake-up of the consumer, instead of one per message).
         """
-        ended: list[SessionEnded] = []
         notify_messages = self._tree.notify_messages
 
         def take(events: list[Event]) -> None:
@@ -443,7 +442,6 @@ class SessionChild:
                     self._tree.notify("sequence_gap", self.name, event)
                 elif isinstance(event, SessionEnded):
                     self.active_session = None
-                    ended.append(event)
             if burst:
                 notify_messages(self.name, burst)
 
@@ -454,8 +452,7 @@ class SessionChild:
                 await session.wait_logged_on()
             except Exception as exc:  # LogonRejected / TransportError: classified
                 return exc
-        if ended:
-            return ended[0]
+        # The driver keeps the SessionEnded event it handed over.
         return session.ended or SessionClosed(f"session {self.name!r} ended without an event")
 
     def _went_up(self, session: FixSession, logged_on: LoggedOn) -> None:

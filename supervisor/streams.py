@@ -252,24 +252,25 @@ class ExecutionStream(ObserverBase):
         self._spawn = spawn
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
-        msg = event.message
-        if msg.get(35) not in _REPORT_TYPES:
-            return
-        handle = self.handles.get(name)
-        # Drop-copy replays belong to the reconciliation observer (it counts them per request).
-        if handle is not None and handle.config.profile.drop_copy:
-            return
-        self.ingest((msg,), source="live", session=name)
+        reports = self._live_reports(name, (event,))
+        if reports:
+            self.ingest(reports, source="live", session=name)
 
     def application_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
         """One read's worth: its reports go to the ledger in one offer (one transaction)."""
-        handle = self.handles.get(name)
-        if handle is not None and handle.config.profile.drop_copy:
-            return
-        reports = [e.message for e in events if e.message.get(35) in _REPORT_TYPES]
+        reports = self._live_reports(name, events)
         if reports:
             # The burst is whole: commit it now rather than from a task spawned for it.
             self.ingest(reports, source="live", session=name, defer_commit=False)
+
+    def _live_reports(
+        self, name: str, events: Iterable[ApplicationMessage]
+    ) -> list[FixMessage]:
+        handle = self.handles.get(name)
+        # Drop-copy replays belong to the reconciliation observer (it counts them per request).
+        if handle is not None and handle.config.profile.drop_copy:
+            return []
+        return [e.message for e in events if e.message.get(35) in _REPORT_TYPES]
 
     # ------------------------------------------------------------------ feeding
 
@@ -281,7 +282,7 @@ class ExecutionStream(ObserverBase):
         session: str | None,
         now: float | None = None,
         fields: list[dict[int, bytes]] | None = None,
-        defer_commit: bool | None = None,
+        defer_commit: bool = True,
     ) -> int:
         """Offer reports to the ledger and apply them to the tracker; returns how many were new.
 
@@ -298,7 +299,7 @@ class ExecutionStream(ObserverBase):
             fields = [m.first_values() for m in msgs]
         bad: set[int] = set()
         # Without a task to commit later (not attached to a supervisor), commit at once.
-        defer = self._spawn is not None and defer_commit is not False
+        defer = self._spawn is not None and defer_commit
         try:
             fresh = self.ledger.offer_many(
                 msgs, source=source, session=session, now=when, defer_commit=defer,

@@ -366,11 +366,7 @@ class Supervisor:
             try:
                 fn(*args)
             except Exception as exc:  # noqa: BLE001 - re-raised from the async with
-                log.error(
-                    "observer %s raised in %s; the supervisor is shutting down",
-                    type(observer).__name__, method, exc_info=exc,
-                )
-                self.fail(exc)
+                self._observer_failed(observer, method, exc)
 
     def notify_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
         """Hand one burst of application messages to every observer in turn (its
@@ -387,11 +383,14 @@ class Supervisor:
                     for event in events:
                         one(name, event)
             except Exception as exc:  # noqa: BLE001 - re-raised from the async with
-                log.error(
-                    "observer %s raised in application_messages; the supervisor is shutting "
-                    "down", type(observer).__name__, exc_info=exc,
-                )
-                self.fail(exc)
+                self._observer_failed(observer, "application_messages", exc)
+
+    def _observer_failed(self, observer: object, method: str, exc: Exception) -> None:
+        log.error(
+            "observer %s raised in %s; the supervisor is shutting down",
+            type(observer).__name__, method, exc_info=exc,
+        )
+        self.fail(exc)
 
     def publish(self, status: ChildStatus, level: int | None = None) -> None:
         """A child changed state: log one line, record it, tell the subscribers."""
