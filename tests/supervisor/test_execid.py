@@ -126,6 +126,14 @@ def test_repeated_parses_share_one_value_and_errors_are_never_remembered() -> No
             ExecId.parse(b"77;x")
 
 
+def answer(value: object) -> object:
+    """What the parser makes of ``value``: the ExecId, or "refused"."""
+    try:
+        return ExecId._parse(value)  # type: ignore[arg-type]
+    except ExecIdError:
+        return "refused"
+
+
 @pytest.mark.parametrize(
     "wire",
     [b"1;2", b"01;2", b"1;2;0", b"1;2;3", b"-1;-1", b"-1;-1;2", b"1;", b";1", b"1;2;", b"1;2;3;4",
@@ -134,21 +142,9 @@ def test_repeated_parses_share_one_value_and_errors_are_never_remembered() -> No
 def test_bytes_take_the_short_path_with_the_same_answers(wire: bytes) -> None:
     """Plain bytes skip the decode and the pattern; every answer equals the general path's
     (the one str and bytearray take)."""
-    def answer(value: object) -> object:
-        try:
-            return ExecId._parse(value)  # type: ignore[arg-type]
-        except ExecIdError:
-            return "refused"
-
     assert answer(wire) == answer(bytearray(wire))
 
 
 @given(st.binary(max_size=12).map(lambda b: bytes(b"0123456789;-+ "[x % 14] for x in b)))
 def test_any_wire_spelling_gets_the_same_answer_on_both_paths(wire: bytes) -> None:
-    def answer(value: object) -> object:
-        try:
-            return ExecId._parse(value)  # type: ignore[arg-type]
-        except ExecIdError:
-            return "refused"
-
     assert answer(wire) == answer(bytearray(wire))

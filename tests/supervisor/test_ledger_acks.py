@@ -13,19 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_orders import er
+from test_ledger_group_commit import fill
 
-from sessions.message import FixMessage
 from supervisor.ledger import ExecutionLedger
 
 T0 = 1_900_000_000.0
 ACCOUNT = "acct-acks"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def fill(exec_id: str, cl: str = "a", order_id: str = "O1") -> FixMessage:
-    return er(exec_id, "F", "1", cl=cl, order_id=order_id, cum="1.00", last_px="50",
-              last_qty="1.00")
 
 
 def open_ledger(directory: Path, *, now: float = T0, **kw: object) -> ExecutionLedger:
