@@ -220,6 +220,11 @@ class FixSession:
         self._timers_paused_until = -math.inf  # Trio time; see pause_timers
         self._stream_closed = False
         self._broken = False
+        # While the handler of hand_events_to runs (inside a core call), what it sends stays
+        # in the core's buffer and leaves with the outer call's output: the answers to one
+        # read go out in one write, not one each (for the peer: one read, one wake-up).
+        self._handling = 0
+        self._timer_owed = False
         #: The LoggedOn event once the handshake completed.
         self.logged_on: LoggedOn | None = None
         #: The SessionEnded event once the session is over.
@@ -386,6 +391,9 @@ class FixSession:
         handler must neither block nor raise: an exception from it escapes into whichever
         task called the core. There is no backpressure to apply: the reader does not read on
         until the handler has returned. Wait for the end with :meth:`wait_finished`.
+
+        What the handler sends leaves together with the rest of that core step's output: the
+        answers to one read go out in one write.
         """
         pending = self._queue.take_all()
         self._handler = handler
@@ -473,7 +481,11 @@ class FixSession:
         """Run a core command, then route its events and output."""
         result = method(*args, **kw)
         if isinstance(result, list):  # the core's commands return their events as a list
-            self._deliver(result)
+            self._handling += 1
+            try:
+                self._deliver(result)
+            finally:
+                self._handling -= 1
         self._after_core(timer=timer)
         return result
 
@@ -508,6 +520,13 @@ class FixSession:
                 waiter.set()
 
     def _after_core(self, *, timer: bool = True) -> None:
+        if self._handling:
+            # Inside a handler: the outer call writes (and settles the timer) for both.
+            self._timer_owed = self._timer_owed or timer
+            return
+        if self._timer_owed:
+            self._timer_owed = False
+            timer = True
         data = self._conn.data_to_send()
         if data:
             if self._broken:

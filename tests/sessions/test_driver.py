@@ -470,6 +470,60 @@ async def test_hand_events_to_delivers_in_the_producing_task_queued_ones_first(
         assert await session.next_events() == []  # the queue saw only the end
 
 
+class DirectTap(TapStream):
+    """A tapped stream that also offers the driver's direct write (``send_nowait``); what it
+    takes is recorded per call and forwarded by a pump task."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        super().__init__(inner)
+        self.direct: list[bytes] = []
+        self._to_pump, self._from_driver = trio.open_memory_channel[bytes](100)
+
+    def send_nowait(self, data: bytes) -> int:
+        self.direct.append(bytes(data))
+        self._to_pump.send_nowait(bytes(data))
+        return len(data)
+
+    async def pump(self) -> None:
+        async for data in self._from_driver:
+            await self.inner.send_all(data)
+
+
+async def test_what_a_handler_sends_for_one_read_leaves_in_one_write(
+    autojump_clock: trio.testing.MockClock, signer: LogonSigner
+) -> None:
+    # Two reports arrive in one read; the handler answers each with two messages. The four
+    # answers must leave in one direct write (the peer then reads them at once), in order.
+    acceptor = Acceptor()
+    client_raw, server_raw = trio.testing.memory_stream_pair()
+    tap = DirectTap(client_raw)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(acceptor.serve, server_raw)
+        nursery.start_soon(tap.pump)
+        async with open_fix_session(tap, initiator(signer), peer_name="sim") as session:
+            await session.wait_logged_on()
+
+            def answer(events: list[Any]) -> None:
+                for e in events:
+                    if isinstance(e, ApplicationMessage):
+                        exec_id = (e.message.get(17) or b"").decode()
+                        session.send_app_many([("D", [(11, f"{exec_id}-a")])])
+                        session.send_app("D", [(11, f"{exec_id}-b")])
+
+            session.hand_events_to(answer)
+            before = len(tap.direct)
+            assert acceptor.session is not None
+            acceptor.session.send_app_many([("8", [(17, "e1")]), ("8", [(17, "e2")])])
+            await session.test_request(timeout=5)  # the reports were read and answered
+            answers = [w for w in tap.direct[before:] if b"\x0135=D\x01" in w]
+            await session.logout()
+        nursery.cancel_scope.cancel()
+    assert len(answers) == 1
+    assert answers[0].count(b"\x0135=D\x01") == 4
+    got = [e.message.get(11) for e in acceptor.of_type(ApplicationMessage)]
+    assert got == [b"e1-a", b"e1-b", b"e2-a", b"e2-b"]
+
+
 async def test_send_app_renders_values_and_refuses_a_bad_one_without_using_a_number(
     autojump_clock: trio.testing.MockClock, signer: LogonSigner
 ) -> None:
