@@ -84,7 +84,8 @@ def test_close_commits_deferred_offers(tmp_path: Path) -> None:
 
 
 def test_a_failed_commit_forgets_the_whole_group(tmp_path: Path) -> None:
-    with open_ledger(tmp_path) as lg:
+    # With FULL every offer is a transaction (no offer log): a commit is what fails here.
+    with ExecutionLedger.open(tmp_path, ACCOUNT, now=T0, synchronous="FULL") as lg:
         lg.offer(fill("1;1"), source="live", now=T0)
         lg.offer_many([fill("1;2"), fill("2;1", cl="b", order_id="O2")], source="live", now=T0,
                       defer_commit=True)

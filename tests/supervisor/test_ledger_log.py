@@ -1,0 +1,194 @@
+"""ExecutionLedger offer log: a live burst is one append to the ledger's ``-log`` file, written
+behind into the tables in batches; a crash at any point (with the log torn, or after a
+write-behind's commit but before the log was emptied) loses and repeats nothing; a log that
+belongs to another ledger is ignored; a failed append falls back to a transaction."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_ledger_group_commit import fill
+from test_orders import er
+
+from supervisor import ledger as ledger_module
+from supervisor.execid import ExecId
+from supervisor.ledger import ExecutionLedger, LedgerError
+
+T0 = 1_900_000_000.0
+ACCOUNT = "acct-log"
+
+
+def open_ledger(directory: Path, *, now: float = T0) -> ExecutionLedger:
+    return ExecutionLedger.open(directory, ACCOUNT, now=now)
+
+
+def files(directory: Path) -> dict[str, Path]:
+    (db,) = directory.glob("*.ledger.sqlite3")
+    return {"db": db, "log": Path(f"{db}-log"), "ack": Path(f"{db}-ack")}
+
+
+def crash_copy(src: Path, dst: Path) -> Path:
+    """What a SIGKILL leaves: every file of the (still open) ledger as it is on disk now."""
+    dst.mkdir()
+    for path in src.iterdir():
+        shutil.copy(path, dst / path.name)
+    return dst
+
+
+def keys(lg: ExecutionLedger) -> list[str]:
+    return [i.key for i in lg.next_undelivered(1000)]
+
+
+def table_keys(lg: ExecutionLedger) -> list[str]:
+    return [k for (k,) in lg._connection().execute("SELECT key FROM reports ORDER BY arrival")]
+
+
+def pending(cl: str, seq: int) -> object:
+    """A pending report (ExecID -1;-1): identified by its message, not an ExecID."""
+    return er("-1;-1", "A", "A", cl=cl, order_id=None, header=[(34, seq), (52, f"t{seq}")])
+
+
+def test_a_live_burst_is_one_append_and_the_tables_follow_in_batches(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        log = files(tmp_path)["log"]
+        assert lg.offer_many([fill("1;1"), fill("1;2")], source="live", now=T0) == 2
+        assert log.stat().st_size > 0 and table_keys(lg) == []
+        assert keys(lg) == ["1;1", "1;2"]  # delivered from memory, durable in the log
+        # At the batch size the log is written behind into the tables and emptied.
+        n = ledger_module._LOG_ROWS
+        for i in range(3, n + 1):
+            lg.offer(fill(f"1;{i}"), source="live", now=T0)
+        assert log.stat().st_size == 0
+        assert table_keys(lg) == [f"1;{i}" for i in range(1, n + 1)]
+        lg.offer(fill(f"1;{n + 1}"), source="live", now=T0)
+        assert log.stat().st_size > 0
+    # A clean close leaves the log empty: everything is in the tables.
+    assert log.stat().st_size == 0
+    with open_ledger(tmp_path) as lg:
+        assert len(keys(lg)) == n + 1
+
+
+def test_duplicates_of_logged_and_of_stored_reports_are_recognised(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        lg.offer_many([fill("1;1"), pending("a", 5)], source="live", now=T0)
+        # In the log only: known by key, for an execution and for a pending report alike.
+        assert lg.offer_many([fill("1;1"), pending("a", 5)], source="live", now=T0) == 0
+        assert lg.offer(fill("1;1"), source="dropcopy", now=T0) is False
+        list(lg.history())  # written behind into the tables
+        assert table_keys(lg)[0] == "1;1"
+        # In the tables only: an ExecID not above its index's highest, and a pending report,
+        # are looked up there.
+        assert lg.offer_many([fill("1;1"), pending("a", 5)], source="live", now=T0) == 0
+        assert lg.offer(pending("a", 6), source="live", now=T0) is True
+        assert len(keys(lg)) == 3
+
+
+def test_a_crash_after_logged_offers_keeps_them_and_the_ack(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    with open_ledger(live) as lg:
+        lg.offer_many([fill("1;1"), fill("1;2")], source="live", now=T0)
+        lg.offer(fill("2;1", cl="b", order_id="O2"), source="live", now=T0)
+        cursor = lg.cursor()
+        assert cursor.next() is not None and cursor.next() is not None  # acks 1;1
+        assert table_keys(lg) == []  # nothing in the tables yet: log and ack file only
+        crashed = crash_copy(live, tmp_path / "crashed")
+    with open_ledger(crashed) as lg:
+        assert lg.acked_through == 1
+        assert keys(lg) == ["1;2", "2;1"]
+        assert lg.last_exec_id(0) == ExecId(2, 1)
+        assert files(crashed)["log"].stat().st_size == 0  # replayed into the tables
+        # A drop-copy replay from the resume point repeats nothing.
+        assert lg.offer_many([fill("1;2"), fill("2;1", cl="b", order_id="O2")],
+                             source="dropcopy", now=T0) == 0
+
+
+def test_a_torn_last_record_is_ignored_and_the_whole_ones_are_kept(tmp_path: Path) -> None:
+    live = tmp_path / "live"
+    with open_ledger(live) as lg:
+        lg.offer(fill("1;1"), source="live", now=T0)
+        size = files(live)["log"].stat().st_size
+        lg.offer(fill("1;2"), source="live", now=T0)
+        crashed = crash_copy(live, tmp_path / "crashed")
+    log = files(crashed)["log"]
+    full = log.stat().st_size
+    os.truncate(log, size + (full - size) // 2)  # the second append was cut in the middle
+    with open_ledger(crashed) as lg:
+        assert keys(lg) == ["1;1"]
+        assert lg.last_exec_id(0) == ExecId(1, 1)
+        # The drop copy brings the torn one back, once.
+        assert lg.offer_many([fill("1;1"), fill("1;2")], source="dropcopy", now=T0) == 1
+        assert keys(lg) == ["1;1", "1;2"]
+
+
+def test_a_crash_between_the_write_behind_and_emptying_the_log_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    with open_ledger(live) as lg:
+        lg.offer_many([fill("1;1"), fill("1;2"), pending("a", 3)], source="live", now=T0)
+        log_bytes = files(live)["log"].read_bytes()
+        list(lg.history())  # written behind and committed; the log emptied
+        assert files(live)["log"].stat().st_size == 0
+        lg.cursor().next()
+        crashed = crash_copy(live, tmp_path / "crashed")
+    # As if the process had died before the log was emptied.
+    files(crashed)["log"].write_bytes(log_bytes)
+    with open_ledger(crashed) as lg:
+        assert len(table_keys(lg)) == 3
+        assert [k[:3] for k in keys(lg)] == ["1;1", "1;2", "N|8"]
+
+
+def test_a_log_left_by_another_ledger_is_ignored(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    with open_ledger(other, now=T0) as lg:
+        lg.offer(fill("9;9"), source="live", now=T0)
+        stray = files(other)["log"].read_bytes()
+    mine = tmp_path / "mine"
+    with open_ledger(mine, now=T0 + 1):  # same account, another file (created later)
+        pass
+    files(mine)["log"].write_bytes(stray)
+    with open_ledger(mine) as lg:
+        assert keys(lg) == [] and lg.last_exec_id(0) is None
+
+
+@pytest.mark.parametrize("failure", ["refused", "torn"])
+def test_a_failed_append_makes_the_offers_durable_by_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    live = tmp_path / "live"
+    with open_ledger(live) as lg:
+        lg.offer(fill("1;1"), source="live", now=T0)
+        real_write = os.write
+
+        def full_disk(fd: int, data: bytes) -> int:
+            if fd != lg._log_fd:
+                return real_write(fd, data)
+            if failure == "torn":
+                return real_write(fd, data[: len(data) // 2])  # and no room for the rest
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(ledger_module.os, "write", full_disk)
+        assert lg.offer(fill("1;2"), source="live", now=T0)
+        # Both offers (the logged one too) are in the tables; the log, torn tail and all,
+        # is empty.
+        assert table_keys(lg) == ["1;1", "1;2"]
+        assert files(live)["log"].stat().st_size == 0
+        crashed = crash_copy(live, tmp_path / "crashed")
+    with open_ledger(crashed) as lg:
+        assert keys(lg) == ["1;1", "1;2"]
+
+
+def test_a_log_that_cannot_be_emptied_is_an_error_naming_it(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        lg.offer(fill("1;1"), source="live", now=T0)
+        assert lg._log_fd is not None
+        os.close(lg._log_fd)
+        lg._log_fd = os.open(files(tmp_path)["log"], os.O_RDONLY)
+        with pytest.raises(LedgerError, match="cannot empty its offer log"):
+            list(lg.history())
+        # The offer itself was committed to the tables before the error.
+        assert table_keys(lg) == ["1;1"]
