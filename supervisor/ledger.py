@@ -503,8 +503,8 @@ def _translate(e: sqlite3.Error, path: str, what: str) -> LedgerError:
     text = str(e)
     if family in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or "not a database" in text:
         advice = (
-            "the file is damaged or not a ledger; move it (and its -wal, -shm and -ack files) "
-            "aside"
+            "the file is damaged or not a ledger; move it (and its -wal, -shm, -ack and -log "
+            "files) aside"
         )
     elif family in ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM") or "readonly" in text:
         advice = "check that the file and its directory are readable and writable by this user"
