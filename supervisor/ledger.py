@@ -99,25 +99,25 @@ transactions: power-loss safety needs SQLite's synced commit.
 
 The offer log. A transaction per live burst (BEGIN, an insert per report and per queue entry,
 COMMIT: some seven pages through the WAL) was most of what an order's reports cost the client.
-A live burst (at most 8 reports, no group open) is instead one ``write`` of a record to
-``<ledger>-log``: the burst's rows and queue entries, pickled (plain tuples; the loader refuses
-anything else), framed with their length and a CRC-32 over them and the ledger's identity.
-Durable against a process crash once the call returns, as the ack file is. Whether a report
-is new is decided without writing: a key the log holds is known; an execution whose ExecID is
-above its index's highest cannot be stored; anything else is one indexed lookup. The log's
-rows are *written behind* into the tables, in one transaction, when it holds 128 of them, and
-at the start of every transaction (hold, release, prune, close, an ack that commits a group,
-an offer joining an open group), and before anything reads the tables (an item beyond the
-delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`); after that
-commit the log is emptied. Opening a ledger (and the reload after a failed commit) first
-writes the log's whole records into the tables: a torn last record (a power loss in the
-middle of an append) or a log left by another ledger (the CRC's identity) ends the replay,
-and a row already stored (the process died after a write-behind's commit, before the log was
-emptied) is skipped. Prune writes the log behind in a transaction of its own first, so a
-replay never brings back rows it deleted. An append that fails or is cut short falls back to
-a transaction with every logged row, which also empties the log. Deferred live offers (group
-commit) collect their records in memory; the commit is then one append. With
-``synchronous="FULL"`` there is no log: power-loss safety needs SQLite's synced commit.
+A live burst (source ``"live"``, at most 64 reports, no group open) is instead one ``write`` of
+a record to ``<ledger>-log``: the burst's rows and queue entries, pickled (plain tuples; the
+loader refuses anything else), framed with their length and a CRC-32 over them and the ledger's
+identity. Durable against a process crash once the call returns, as the ack file is. Whether a
+report is new is decided without writing: a key the log holds is known; an execution whose
+ExecID is above its index's highest cannot be stored; anything else is one indexed lookup. The
+log's rows are *written behind* into the tables, in one transaction, when it holds 128 of them,
+and at the start of every transaction (hold, release, prune, close, an ack that commits a
+group, an offer joining an open group), and before anything reads the tables (an item beyond
+the delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`); after
+that commit the log is emptied. Opening a ledger (and the reload after a failed commit) first
+writes the log's whole records into the tables: a torn last record (a power loss in the middle
+of an append) or a log left by another ledger (the CRC's identity) ends the replay, and a row
+already stored (the process died after a write-behind's commit, before the log was emptied) is
+skipped. Prune writes the log behind in a transaction of its own first, so a replay never
+brings back rows it deleted. An append that fails or is cut short falls back to a transaction
+with every logged row, which also empties the log. Deferred live offers (group commit) collect
+their records in memory; the commit is then one append. With ``synchronous="FULL"`` there is no
+log: power-loss safety needs SQLite's synced commit.
 
 Same SQLite discipline as :mod:`sessions.store`: WAL, ``synchronous=NORMAL`` by default (process
 crashes lose nothing committed; ``FULL`` adds power-loss safety), errors as
@@ -180,6 +180,10 @@ _CHUNK = 500  # keys per "IN (...)" query: well under SQLite's variable limit
 _WAL_CHECKPOINT_PAGES = 10_000
 # Offers of at most this many reports insert each one "if new" instead of looking them up first.
 _INSERT_EACH_MAX = 8
+# Live offers of at most this many reports go to the offer log (module docstring): also a
+# burst under load, when one read brings the reports of dozens of orders. Drop-copy replays go
+# to the tables, a batch in one statement (their reports are often known: a lookup each).
+_LOG_OFFER_MAX = 64
 # The acknowledgement file next to the ledger ("Acks" in the module docstring): one record,
 # rewritten in place — magic, acked delivery id, that item's arrival, CRC-32 of those and of
 # the ledger's identity (its creation time and account).
@@ -1024,7 +1028,10 @@ class ExecutionLedger:
             offers.append(o)
         if not offers:
             return 0
-        if self._log_fd is not None and len(offers) <= _INSERT_EACH_MAX and not self._open_tx:
+        if (
+            self._log_fd is not None and source == "live" and len(offers) <= _LOG_OFFER_MAX
+            and not self._open_tx
+        ):
             return self._offer_logged(offers, source, session, received, defer_commit)
         conn = self._begin("offer")
         try:

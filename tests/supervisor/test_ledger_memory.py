@@ -81,7 +81,7 @@ def test_the_steady_state_of_a_consumer_runs_no_extra_statements(tmp_path: Path)
         # A new execution (above its index's highest ExecID) goes to the offer log: no
         # statement at all; nor for a copy of one the log holds.
         assert trace.take() == []
-        assert not lg.offer(fill("1;1"), source="dropcopy", now=T0)
+        assert not lg.offer(fill("1;1"), source="live", now=T0)  # an RT retransmission, say
         assert trace.take() == []
         assert cursor.next() is not None
         assert trace.take() == []
@@ -95,7 +95,7 @@ def test_the_steady_state_of_a_consumer_runs_no_extra_statements(tmp_path: Path)
         # above its index's highest) is looked up: one query.
         list(lg.history())
         trace.take()
-        assert not lg.offer(fill("1;1"), source="dropcopy", now=T0)
+        assert not lg.offer(fill("1;1"), source="live", now=T0)
         assert trace.take() == ["SELECT"]
 
 
