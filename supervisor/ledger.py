@@ -105,7 +105,8 @@ loader refuses anything else), framed with their length and a CRC-32 over them a
 identity. Durable against a process crash once the call returns, as the ack file is. Whether a
 report is new is decided without writing: a key the log holds is known; an execution whose
 ExecID is above its index's highest cannot be stored; anything else is one indexed lookup. The
-log's rows are *written behind* into the tables, in one transaction, when it holds 128 of them,
+log's rows are *written behind* into the tables, in one transaction, when it holds 128 of them
+(:meth:`~ExecutionLedger.write_behind`: the executions stream does it after the burst's delivery),
 and at the start of every transaction (hold, release, prune, close, an ack that commits a
 group, an offer joining an open group), and before anything reads the tables (an item beyond
 the delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`); after
@@ -158,6 +159,7 @@ __all__ = [
     "DeliveredExecution",
     "DeliveryCursor",
     "ExecutionLedger",
+    "LOG_BATCH_ROWS",
     "LOOKBACK_S",
     "LedgerError",
     "SCHEMA_VERSION",
@@ -194,10 +196,10 @@ _ACK_RECORD = struct.Struct("<8sqqI")
 # (length, CRC-32 of the payload and of the ledger's identity, payload), appended.
 _LOG_SUFFIX = "-log"
 _LOG_HEADER = struct.Struct("<II")
-# Rows the log may hold before they are written behind into the tables, in one transaction.
-# Per report, a batch costs about a quarter of what a transaction per live burst did (~25 vs
-# ~100 us in process); a larger batch saves little more and stalls the loop longer.
-_LOG_ROWS = 128
+#: Rows the offer log holds before they are due to be written behind into the tables, in one
+#: transaction. Per report, a batch costs about a quarter of what a transaction per live burst
+#: did (~25 vs ~100 us in process); a larger batch saves little more and stalls longer.
+LOG_BATCH_ROWS = 128
 # Released and staged reports kept in memory for delivery ("Delivery from memory" in the module
 # docstring): the messages as offered, about 4 KB each.
 _MEMORY_ITEMS = 16384
@@ -559,6 +561,10 @@ class ExecutionLedger:
         self._log_fd: int | None = None
         # Records of deferred offers not yet appended to the log (group commit).
         self._log_buf = bytearray()
+        #: Rows the offer log may hold before an offer writes them behind itself. A caller
+        #: that writes them behind at a better moment (:meth:`write_behind`, as the executions
+        #: stream does once a burst is delivered) raises it, keeping it as a backstop.
+        self.write_behind_at = LOG_BATCH_ROWS
         if synchronous == "NORMAL" and hasattr(os, "pwrite"):
             try:
                 self._ack_fd = os.open(path + _ACK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
@@ -883,6 +889,16 @@ class ExecutionLedger:
             self._begin("write-behind")
             self.commit()
 
+    @property
+    def log_rows(self) -> int:
+        """Rows in the offer log, not yet written behind into the tables."""
+        return len(self._log_rows)
+
+    def write_behind(self) -> None:
+        """Write the offer log's rows into the tables now, in one transaction, and empty the
+        log (no-op when it is empty). Offers do it themselves at :attr:`write_behind_at`."""
+        self._settle()
+
     def _write_behind(self, conn: sqlite3.Connection) -> None:
         """Write the resume points and order marks that moved since they were last written
         (inside the caller's transaction)."""
@@ -968,7 +984,7 @@ class ExecutionLedger:
             # makes every logged offer durable, then empties the log, torn tail included.
             self._begin("offer")
             self._commit(self._connection(), "offer")
-        elif len(self._log_rows) >= _LOG_ROWS:
+        elif len(self._log_rows) >= self.write_behind_at:
             self._settle()
 
     # ----------------------------------------------------------------------------- offering

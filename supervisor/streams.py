@@ -57,7 +57,13 @@ from sessions.message import FixMessage
 
 from .errors import SupervisorError
 from .journal import JournalWriter, drain_to_journal, sync_ledger
-from .ledger import DEFAULT_KEEP_S, DeliveredExecution, ExecutionLedger, Source
+from .ledger import (
+    DEFAULT_KEEP_S,
+    LOG_BATCH_ROWS,
+    DeliveredExecution,
+    ExecutionLedger,
+    Source,
+)
 from .observer import ObserverBase, SessionHandle, Spawn, StatusEvent
 from .orders import OrderTracker, ReportError
 
@@ -228,6 +234,7 @@ class ExecutionStream(ObserverBase):
         # events stop coming (or earlier, by whichever delivery comes first).
         self._spawn: Spawn | None = None
         self._commit_scheduled = False
+        self._write_behind_scheduled = False
         #: Live copy of every delivered item (not durable; see module docstring).
         self.delivered: Fanout[DeliveredExecution] = Fanout()
         #: Reports that could not be used.
@@ -250,6 +257,9 @@ class ExecutionStream(ObserverBase):
     ) -> None:
         super().attach(handles, spawn, clock)
         self._spawn = spawn
+        # The offer log is written behind by a task (_write_behind) once a burst is delivered;
+        # an offer does it itself only if that task falls far behind.
+        self.ledger.write_behind_at = 8 * LOG_BATCH_ROWS
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
         reports = self._live_reports(name, (event,))
@@ -321,6 +331,12 @@ class ExecutionStream(ObserverBase):
             assert self._spawn is not None  # defer implies it
             self._commit_scheduled = True
             self._spawn(self._commit_burst)
+        if (
+            self._spawn is not None and not self._write_behind_scheduled
+            and self.ledger.log_rows >= LOG_BATCH_ROWS
+        ):
+            self._write_behind_scheduled = True
+            self._spawn(self._write_behind)
         apply = self.tracker.apply
         for m, f in zip(msgs, fields):
             if bad and id(m) in bad:
@@ -344,6 +360,16 @@ class ExecutionStream(ObserverBase):
         await trio.lowlevel.cancel_shielded_checkpoint()
         self._commit_scheduled = False
         self.ledger.commit()
+
+    async def _write_behind(self) -> None:
+        """Write the ledger's offer log behind into its tables — a transaction of a few
+        milliseconds, now and then — once the consumer woken by the burst had its turn, rather
+        than in the middle of delivering it."""
+        # Two steps aside: the consumer, woken by the burst, runs in the first.
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        self._write_behind_scheduled = False
+        self.ledger.write_behind()
 
     def hold(self) -> None:
         """Stop releasing until :meth:`release` (a gap is being recovered)."""

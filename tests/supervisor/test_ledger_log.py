@@ -59,7 +59,7 @@ def test_a_live_burst_is_one_append_and_the_tables_follow_in_batches(tmp_path: P
         assert log.stat().st_size > 0 and table_keys(lg) == []
         assert keys(lg) == ["1;1", "1;2"]  # delivered from memory, durable in the log
         # At the batch size the log is written behind into the tables and emptied.
-        n = ledger_module._LOG_ROWS
+        n = ledger_module.LOG_BATCH_ROWS
         for i in range(3, n + 1):
             lg.offer(fill(f"1;{i}"), source="live", now=T0)
         assert log.stat().st_size == 0

@@ -336,3 +336,24 @@ async def test_closed_orders_are_forgotten_on_the_prune_cadence(tmp_path: Path) 
     it = s.executions()  # the ledger still delivers every execution, forgotten or not
     assert [str(it.next_nowait().exec_id) for _ in range(4)] == ["0;1", "1;1", "2;1", "7;1"]
     s.ledger.close()
+
+
+async def test_attached_stream_writes_the_offer_log_behind_after_the_burst(
+    tmp_path: Path,
+) -> None:
+    from supervisor.ledger import LOG_BATCH_ROWS
+
+    s = stream(tmp_path)
+    async with trio.open_nursery() as nursery:
+        s.attach({}, nursery.start_soon, lambda: T0)
+        burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
+                 for n in range(1, LOG_BATCH_ROWS + 1)]
+        for i in range(0, len(burst), 16):  # bursts of one read each, as a session gives them
+            s.application_messages("nr", burst[i : i + 16])
+        # Durable in the offer log and deliverable; the tables are not written in the burst.
+        assert s.ledger.log_rows == LOG_BATCH_ROWS and s.undelivered == LOG_BATCH_ROWS
+        await trio.testing.wait_all_tasks_blocked()
+        assert s.ledger.log_rows == 0
+        it = s.executions()
+        assert [str(it.next_nowait().exec_id) for _ in range(2)] == ["4;1", "4;2"]
+    s.ledger.close()
