@@ -106,19 +106,19 @@ identity. Durable against a process crash once the call returns, as the ack file
 report is new is decided without writing: a key the log holds is known; an execution whose
 ExecID is above its index's highest cannot be stored; anything else is one indexed lookup. The
 log's rows are *written behind* into the tables, in one transaction, when it holds 128 of them
-(:meth:`~ExecutionLedger.write_behind`: the executions stream does it after the burst's delivery),
-and at the start of every transaction (hold, release, prune, close, an ack that commits a
-group, an offer joining an open group), and before anything reads the tables (an item beyond
-the delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`); after
-that commit the log is emptied. Opening a ledger (and the reload after a failed commit) first
-writes the log's whole records into the tables: a torn last record (a power loss in the middle
-of an append) or a log left by another ledger (the CRC's identity) ends the replay, and a row
-already stored (the process died after a write-behind's commit, before the log was emptied) is
-skipped. Prune writes the log behind in a transaction of its own first, so a replay never
-brings back rows it deleted. An append that fails or is cut short falls back to a transaction
-with every logged row, which also empties the log. Deferred live offers (group commit) collect
-their records in memory; the commit is then one append. With ``synchronous="FULL"`` there is no
-log: power-loss safety needs SQLite's synced commit.
+(:meth:`~ExecutionLedger.write_behind`: the executions stream does it after the burst's
+delivery), and at the start of every transaction (hold, release, prune, close, an ack that
+commits a group, an offer joining an open group), and before anything reads the tables (an item
+beyond the delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`);
+after that commit the log is emptied. Opening a ledger (and the reload after a failed commit)
+first writes the log's whole records into the tables: a torn last record (a power loss in the
+middle of an append) or a log left by another ledger (the CRC's identity) ends the replay, and
+a row already stored (the process died after a write-behind's commit, before the log was
+emptied) is skipped. Prune writes the log behind in a transaction of its own first, so a replay
+never brings back rows it deleted. An append that fails or is cut short falls back to a
+transaction with every logged row, which also empties the log. Deferred live offers (group
+commit) collect their records in memory; the commit is then one append. With
+``synchronous="FULL"`` there is no log: power-loss safety needs SQLite's synced commit.
 
 Same SQLite discipline as :mod:`sessions.store`: WAL, ``synchronous=NORMAL`` by default (process
 crashes lose nothing committed; ``FULL`` adds power-loss safety), errors as
