@@ -29,7 +29,7 @@ import math
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -164,6 +164,22 @@ def _send_nowait_fd(sock: trio.socket.SocketType, data: bytes) -> int:
     return os.write(sock.fileno(), data)
 
 
+async def _receive_fd(sock: trio.socket.SocketType, max_bytes: int) -> bytes:
+    """``SocketStream.receive_some`` as one non-blocking read on the descriptor, waiting for
+    readiness only when there is nothing yet: Trio's version wraps each read in two context
+    managers and a helper, a good part of a small message's cost. A full checkpoint comes
+    first (as with Trio's streams), so whatever arrives meanwhile comes in the same read."""
+    await trio.lowlevel.checkpoint()
+    while True:
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        try:
+            return os.read(fd, max_bytes)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+
+
 def default_clock() -> Clock:
     """Epoch seconds as wall offset (captured now) + ``trio.current_time()``."""
     # Captured once: FIX time then advances exactly with Trio's clock (MockClock included).
@@ -199,8 +215,10 @@ class FixSession:
         # non-blocking send one system call. Plain TCP (TLS must go through the SSL object),
         # or a stream that offers send_nowait(data) -> bytes written (0: it would wait).
         self._direct: Callable[[bytes], int] | None = None
+        self._receive: Callable[[int], Awaitable[bytes | bytearray]] = stream.receive_some
         if isinstance(stream, trio.SocketStream) and _POSIX:
             self._direct = functools.partial(_send_nowait_fd, stream.socket)
+            self._receive = functools.partial(_receive_fd, stream.socket)
         elif callable(getattr(stream, "send_nowait", None)):
             self._direct = stream.send_nowait  # type: ignore[attr-defined]
         self._writer_wake = trio.Event()
@@ -617,7 +635,7 @@ class FixSession:
                 if self._conn.closed:
                     break
                 try:
-                    data = await self._stream.receive_some(_RECEIVE_SIZE)
+                    data = await self._receive(_RECEIVE_SIZE)
                 except _TRANSPORT_ERRORS as exc:
                     if not self._conn.closed:
                         self._transport_failed(exc, "reading")
