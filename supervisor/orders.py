@@ -182,17 +182,6 @@ def _overlay(pending: dict[str, str]) -> str:
     return max(pending.values(), key=lambda st: (_OVERLAY_RANK.get(st, 0), st))
 
 
-def _s(msg: FixMessage, tag: int) -> str | None:
-    v = msg.get(tag)
-    if v is None or v == b"":
-        return None
-    return v.decode("latin-1")
-
-
-def _d(msg: FixMessage, tag: int) -> Decimal | None:
-    return _dec(msg.get(tag), tag)
-
-
 # Quantities and prices repeat from report to report ("1.00", "50", ...) and Decimal is
 # immutable: parsed values are shared (cleared when full; a miss only costs the parse).
 _DECIMALS: dict[bytes, Decimal] = {}
@@ -219,9 +208,10 @@ def _dec(v: bytes | None, tag: int) -> Decimal | None:
     return d
 
 
-# The _Report fields after exec_id, in order: text fields, then decimal fields.
-_TEXT_TAGS = (150, 39, 11, 41, 37, 55, 54)
-_DECIMAL_TAGS = (44, 38, 14, 151, 6, 31, 32)
+# The tags parse_report reads after 35, 17 and 103, in _Report field order: text fields, then
+# decimal fields, then Text(58).
+_REPORT_TAGS = (150, 39, 11, 41, 37, 55, 54, 44, 38, 14, 151, 6, 31, 32, 58)
+_new_report = tuple.__new__
 
 
 def parse_report(msg: FixMessage, fields: dict[int, bytes] | None = None) -> _Report:
@@ -229,7 +219,8 @@ def parse_report(msg: FixMessage, fields: dict[int, bytes] | None = None) -> _Re
     ``fields`` is ``msg.first_values()`` when the caller has it already (the executions stream
     reads it once for the ledger and the tracker)."""
     f = msg.first_values() if fields is None else fields
-    mt = f.get(35)
+    get = f.get
+    mt = get(35)
     if mt == b"8":
         msg_type = "8"
     elif mt == b"9":
@@ -241,44 +232,73 @@ def parse_report(msg: FixMessage, fields: dict[int, bytes] | None = None) -> _Re
         )
     exec_id: ExecId | None = None
     if msg_type == "8":
-        raw_exec = f.get(17)
+        raw_exec = get(17)
         if raw_exec is None:
             raise ReportError("ExecutionReport without ExecID(17)")
         try:
             exec_id = ExecId.parse(raw_exec)
         except ExecIdError as e:
             raise ReportError(f"ExecutionReport with a bad ExecID(17): {e}") from None
-    rej = f.get(103)
+    rej = get(103)
     try:
         ord_rej_reason = int(rej) if rej else None
     except ValueError:
         ord_rej_reason = None  # only used to recognise 6 (duplicate); junk means "not 6"
-    # Written out rather than through helpers: this runs for every report, and a call per
-    # field was a third of its cost. Empty values read as absent, as in _s() and _dec().
-    get = f.get
+    # Written out field by field, without a loop or a call per field: this runs for every
+    # report, and the loop and its calls were most of its cost. Empty values read as absent, as
+    # in _dec(); a decimal seen before is taken from _DECIMALS (bytes only: pairs set
+    # by hand could hold unhashable bytearrays), any other one goes through _dec().
+    e150, o39, c11, c41, c37, s55, s54, p44, q38, q14, q151, p6, p31, q32, t58 = map(
+        get, _REPORT_TAGS
+    )
     known = _DECIMALS.get
-    values: list[object] = [msg_type, exec_id]
-    for tag in _TEXT_TAGS:
-        v = get(tag)
-        values.append(v.decode("latin-1") if v else None)
-    for tag in _DECIMAL_TAGS:
-        v = get(tag)
-        if v:
-            d = known(v) if type(v) is bytes else None
-            values.append(d if d is not None else _dec(v, tag))
-        else:
-            values.append(None)
-    v = get(58)
-    values.append(v.decode("latin-1") if v else None)
-    values.append(ord_rej_reason)
-    return _Report._make(values)
+    return _new_report(
+        _Report,
+        (
+            msg_type,
+            exec_id,
+            e150.decode("latin-1") if e150 else None,
+            o39.decode("latin-1") if o39 else None,
+            c11.decode("latin-1") if c11 else None,
+            c41.decode("latin-1") if c41 else None,
+            c37.decode("latin-1") if c37 else None,
+            s55.decode("latin-1") if s55 else None,
+            s54.decode("latin-1") if s54 else None,
+            (d if type(p44) is bytes and (d := known(p44)) is not None else _dec(p44, 44))
+            if p44 else None,
+            (d if type(q38) is bytes and (d := known(q38)) is not None else _dec(q38, 38))
+            if q38 else None,
+            (d if type(q14) is bytes and (d := known(q14)) is not None else _dec(q14, 14))
+            if q14 else None,
+            (d if type(q151) is bytes and (d := known(q151)) is not None else _dec(q151, 151))
+            if q151 else None,
+            (d if type(p6) is bytes and (d := known(p6)) is not None else _dec(p6, 6))
+            if p6 else None,
+            (d if type(p31) is bytes and (d := known(p31)) is not None else _dec(p31, 31))
+            if p31 else None,
+            (d if type(q32) is bytes and (d := known(q32)) is not None else _dec(q32, 32))
+            if q32 else None,
+            t58.decode("latin-1") if t58 else None,
+            ord_rej_reason,
+        ),
+    )
+
+
+def _message(pairs: tuple[tuple[int, bytes], ...]) -> FixMessage:
+    """A new message with ``pairs`` (rendered already, so not checked again)."""
+    message = FixMessage()
+    message.pairs = list(pairs)
+    return message
 
 
 @attrs.define
 class _Request:
     cl_ord_id: str
     msg_type: str
-    message: FixMessage
+    # The request's pairs, kept as a tuple rather than a copy of the message: a tuple of
+    # (int, bytes) pairs leaves the garbage collector's lists at its first pass, where a
+    # FixMessage and its list would be traversed by every collection for the order's lifetime.
+    pairs: tuple[tuple[int, bytes], ...]
     attempts: int = 1
     retry_ready: bool = False
 
@@ -379,6 +399,17 @@ class OrderTracker:
                 return self._by_cl[cl]
         return None
 
+    def _locate(self, r: _Report) -> _Order:
+        """``_find(r, use_order_id=True)``, or a new record (an order is never falsy)."""
+        by_cl = self._by_cl
+        # None is never a key of either map.
+        return (
+            self._by_order_id.get(r.order_id)  # type: ignore[arg-type]
+            or by_cl.get(r.cl_ord_id)  # type: ignore[arg-type]
+            or by_cl.get(r.orig_cl_ord_id)  # type: ignore[arg-type]
+            or self._new_order()
+        )
+
     def _new_order(self) -> _Order:
         order = _Order()
         self._orders.append(order)
@@ -394,15 +425,25 @@ class OrderTracker:
         ``fields`` is ``report.first_values()`` when the caller has it already.
         """
         r = parse_report(report, fields)
-        if r.msg_type == "9":
+        msg_type, exec_id, exec_type, ord_status, cl, orig, order_id = r[:7]
+        if msg_type == "9":
             return self._apply_cancel_reject(r)
-        if r.is_real:
-            order = self._find(r, use_order_id=True) or self._new_order()
-            order = self._link_order_id(order, r.order_id)
-            order = self._link_cl(order, r.orig_cl_ord_id)
-            order = self._link_cl(order, r.cl_ord_id)
+        # msg_type is "8", so exec_id is set: this is _Report.is_real.
+        if exec_type != "8" and not exec_id.is_pending:  # type: ignore[union-attr]
+            order = self._locate(r)
+            # Linking what is linked already changes nothing (a ClOrdID maps to an order only
+            # while the order lists it): skip the calls in the usual case, a known order.
+            if order_id is not None and (
+                self._by_order_id.get(order_id) is not order or order.order_id != order_id
+            ):
+                order = self._link_order_id(order, order_id)
+            by_cl = self._by_cl
+            if orig is not None and by_cl.get(orig) is not order:
+                order = self._link_cl(order, orig)
+            if cl is not None and by_cl.get(cl) is not order:
+                order = self._link_cl(order, cl)
             return self._apply_real(order, r)
-        if r.exec_type == "8" or r.ord_status == "8":
+        if exec_type == "8" or ord_status == "8":
             return self._apply_reject(r)
         return self._apply_pending(r)
 
@@ -412,12 +453,14 @@ class OrderTracker:
 
     def _apply_real(self, order: _Order, r: _Report) -> bool:
         assert r.exec_id is not None
-        if r.exec_id in order.real:
+        real = order.real
+        known = len(real)
+        real.setdefault(r.exec_id, r)  # one hash of the ExecID instead of two
+        if len(real) == known:
             return False
-        order.real[r.exec_id] = r
         latest = order.latest
         if latest is None or self._newer(r, latest):
-            order.latest = r
+            order.latest = latest = r
         for cl in (r.cl_ord_id, r.orig_cl_ord_id):
             if cl is not None:
                 order.answered.add(cl)
@@ -427,7 +470,7 @@ class OrderTracker:
                 req = self._requests.get(cl)
                 if req is not None:
                     req.retry_ready = False
-        if order.closed:
+        if latest.ord_status in CLOSED_STATUSES:  # order.closed, latest being set
             order.pending.clear()
         return True
 
@@ -444,9 +487,14 @@ class OrderTracker:
         cl = r.cl_ord_id
         if cl is None:
             raise ReportError("pending ExecutionReport without ClOrdID(11)")
-        order = self._find(r, use_order_id=True) or self._new_order()
-        order = self._link_cl(order, r.orig_cl_ord_id)
-        order = self._link_cl(order, cl)
+        order = self._locate(r)
+        orig = r.orig_cl_ord_id
+        by_cl = self._by_cl
+        # As in apply(): linking what is linked already changes nothing.
+        if orig is not None and by_cl.get(orig) is not order:
+            order = self._link_cl(order, orig)
+        if by_cl.get(cl) is not order:
+            order = self._link_cl(order, cl)
         if order.closed or cl in order.answered:
             return False
         status = r.ord_status or r.exec_type or "A"
@@ -540,12 +588,16 @@ class OrderTracker:
         second order for one application request. F/G must name a known order in 41 or 37
         (else :class:`UnknownOrderError`).
         """
-        mt = request.get(35)
+        # One pass over the request for every tag read below (each get() is a scan of it).
+        get = request.first_values().get
+        mt = get(35)
         if mt not in (b"D", b"F", b"G"):
             raise ReportError(f"mark_sent takes 35=D, F or G, got MsgType {mt!r}")
-        if _s(request, 11) not in (None, cl_ord_id):
+        carried = get(11)
+        carried_cl = carried.decode("latin-1") if carried else None  # empty reads as absent
+        if carried_cl not in (None, cl_ord_id):
             raise ReportError(
-                f"mark_sent({cl_ord_id!r}): the request carries ClOrdID(11)={_s(request, 11)!r}"
+                f"mark_sent({cl_ord_id!r}): the request carries ClOrdID(11)={carried_cl!r}"
             )
         msg_type = mt.decode()
         prior = self._requests.get(cl_ord_id)
@@ -562,7 +614,7 @@ class OrderTracker:
                 )
             prior.attempts += 1
             prior.retry_ready = False
-            prior.message = request.copy()
+            prior.pairs = tuple(request.pairs)
             return
         if cl_ord_id in self._by_cl:
             raise DuplicateRequestError(
@@ -571,13 +623,15 @@ class OrderTracker:
             )
         if msg_type == "D":
             order = self._new_order()
-            order.req_symbol = _s(request, 55)
-            order.req_side = _s(request, 54)
-            order.req_price = _d(request, 44)
-            order.req_qty = _d(request, 38)
+            symbol, side = get(55), get(54)
+            order.req_symbol = symbol.decode("latin-1") if symbol else None
+            order.req_side = side.decode("latin-1") if side else None
+            order.req_price = _dec(get(44), 44)
+            order.req_qty = _dec(get(38), 38)
         else:
-            orig = _s(request, 41)
-            oid = _s(request, 37)
+            orig_raw, oid_raw = get(41), get(37)
+            orig = orig_raw.decode("latin-1") if orig_raw else None
+            oid = oid_raw.decode("latin-1") if oid_raw else None
             found = self._by_cl.get(orig) if orig is not None else None
             if found is None and oid is not None:
                 found = self._by_order_id.get(oid)
@@ -588,7 +642,7 @@ class OrderTracker:
                 )
             order = found
         self._link_cl(order, cl_ord_id)
-        self._requests[cl_ord_id] = _Request(cl_ord_id, msg_type, request.copy())
+        self._requests[cl_ord_id] = _Request(cl_ord_id, msg_type, tuple(request.pairs))
 
     def forget_closed(self, keep: int) -> int:
         """Forget the oldest closed orders beyond the ``keep`` most recent ones, so that a
@@ -682,7 +736,7 @@ class OrderTracker:
                     reason=reason,
                     msg_type=None if req is None else req.msg_type,
                     attempts=0 if req is None else req.attempts,
-                    request=None if req is None else req.message.copy(),
+                    request=None if req is None else _message(req.pairs),
                 )
             )
         return out
@@ -720,6 +774,12 @@ class OrderTracker:
         order = self._by_cl.get(cl_ord_id)
         return None if order is None else self._snapshot(order)
 
+    def is_open(self, cl_ord_id: str) -> bool | None:
+        """``get(cl_ord_id).is_open`` without building the snapshot (``None`` when no order is
+        known under it): for callers that ask it of many orders at once."""
+        order = self._by_cl.get(cl_ord_id)
+        return None if order is None else self._is_open(order)
+
     def get_by_order_id(self, order_id: str) -> OrderState | None:
         """The order with exchange OrderID ``order_id``, or ``None``."""
         order = self._by_order_id.get(order_id)
@@ -732,6 +792,24 @@ class OrderTracker:
     def open_orders(self) -> list[OrderState]:
         """Orders that are or may be working: open, in flight, or with an unknown outcome."""
         return [s for s in self.orders() if s.is_open]
+
+    def _is_open(self, order: _Order) -> bool:
+        """``_snapshot(order).is_open``: the same status, worked out the same way."""
+        ambiguous = self._ambiguous
+        amb = any(cl in ambiguous for cl in order.cls)
+        latest = order.latest
+        if latest is not None:
+            status = latest.ord_status
+            if status == "5":
+                status = "1"  # read as 1 or 0 (live either way)
+            if status not in CLOSED_STATUSES and order.pending:
+                status = _overlay(order.pending)
+            return status not in CLOSED_STATUSES or amb
+        if order.rejected is not None and not amb:
+            return False  # status 8
+        if order.pending:
+            return _overlay(order.pending) not in CLOSED_STATUSES
+        return True  # no status yet: in flight
 
     def _snapshot(self, order: _Order) -> OrderState:
         latest = order.latest

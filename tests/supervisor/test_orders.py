@@ -593,3 +593,40 @@ def test_forget_closed_keeps_the_recent_the_open_and_the_unsettled() -> None:
     assert t.forget_closed(keep=10) == 0
     with pytest.raises(ValueError, match="keep"):
         t.forget_closed(keep=-1)
+
+
+def assert_is_open_agrees(tracker: OrderTracker, cls: set[str]) -> None:
+    for cl in cls:
+        state = tracker.get(cl)
+        assert tracker.is_open(cl) == (None if state is None else state.is_open), cl
+
+
+@settings(max_examples=200, deadline=None)
+@given(order_flows(), st.data())
+def test_is_open_answers_as_the_snapshot_does_at_every_step(
+    live: list[FixMessage], data: st.DataObject
+) -> None:
+    arrival = interleave(data, live, list(data.draw(st.permutations(live))))
+    cls = {m.get_str(t) or "" for m in arrival for t in (11, 41)} | {"never-seen"}
+    tracker = OrderTracker()
+    for m in arrival:
+        tracker.apply(m)
+        assert_is_open_agrees(tracker, cls)
+
+
+def test_is_open_for_requests_rejects_ambiguity_and_unknown_ids() -> None:
+    t = OrderTracker()
+    t.mark_sent("sent", nos("sent"))
+    t.mark_sent("amb", nos("amb"))
+    t.apply(er("-1;-1", "8", "8", cl="amb", rej=99, text="EXCHANGE_UNAVAILABLE"))
+    t.mark_sent("rej", nos("rej"))
+    t.apply(er("-1;-1", "8", "8", cl="rej", rej=3, text="INVALID_ORDER"))
+    t.apply(er("1;1", "0", "0", cl="done", order_id="O2"))
+    t.apply(er("1;2", "F", "2", cl="done", order_id="O2", cum="10.00", last_px="50",
+               last_qty="10.00"))
+    t.mark_sent("lost", nos("lost"))
+    t.mark_ambiguous("lost", "in flight at a disconnect")
+    assert [t.is_open(cl) for cl in ("sent", "amb", "rej", "done", "lost", "nobody")] == [
+        True, True, False, False, True, None
+    ]
+    assert_is_open_agrees(t, {"sent", "amb", "rej", "done", "lost", "nobody"})
