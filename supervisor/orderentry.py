@@ -99,7 +99,10 @@ _BY_SEQ_LIMIT = 65536
 # The smallest number of remembered requests worth sweeping for finished orders.
 _SWEEP_MIN = 4096
 _GROUP_ACTIONS = {"create": 1, "reset": 2, "delete": 3, "trigger": 4, "update": 5}
-_SIDES = {"1": "1", "2": "2", "buy": "1", "sell": "2", "yes": "1", "no": "2"}
+# Side(54) on the wire, by the names new_order accepts.
+_SIDES = {"1": b"1", "2": b"2", "buy": b"1", "sell": b"2", "yes": b"1", "no": b"2"}
+# What the kill switch's refusal names, per MsgType of a request that creates exposure.
+_GATED = {"D": "new order", "G": "replace"}
 
 
 class OutcomeUnknown(SupervisorError):
@@ -454,9 +457,17 @@ class OrderEntry(ObserverBase):
                     f"{', '.join(self.trading_sessions()) or 'none'}"
                 )
             return handle
-        names = self.trading_sessions()
         if self.default_session is not None:
             return self._session(self.default_session)
+        if not need_mass_cancel:
+            # The first logged-on trading session, without building the list: this runs for
+            # every order (the list is built below only to name the sessions in the error).
+            for h in self.handles.values():
+                if h.active and h.config.profile.order_entry and not (
+                    h.config.logon.listener_session
+                ):
+                    return h
+        names = self.trading_sessions()
         if need_mass_cancel:
             names = [n for n in names if self.supports_mass_cancel(n)]
         for n in names:
@@ -488,28 +499,30 @@ class OrderEntry(ObserverBase):
         self,
         handle: SessionHandle,
         msg_type: str,
-        body: list[tuple[int, Value]],
+        wire: list[tuple[int, bytes]],
         *,
         cl: str | None,
         exposure: bool,
         retry: bool = False,
         track: bool = True,
     ) -> OrderTicket:
-        """Rate-limit, re-check, record, send (no await between the last check and the send)."""
-        wire = wire_pairs(body)  # rendered once, for the limiter, the tracker and the session
+        """Rate-limit, re-check, record, send (no await between the last check and the send).
+        ``wire`` is the body as :func:`~sessions.message.wire_pairs` renders it, rendered once
+        for the limiter, the tracker and the session."""
         if exposure:
-            self.gate.check({"D": "new order", "G": "replace"}.get(msg_type, msg_type))
+            self.gate.check(_GATED.get(msg_type, msg_type))
         if not handle.active:
             raise SessionNotActive(
                 f"session {handle.name} is not logged on; the {msg_type} request was not sent "
                 "(requests are never queued — wait for the session and try again)"
             )
+        mt = msg_type.encode("ascii")
         shard = None
         if self.limiter is not None:
-            shard = await self.limiter.acquire(msg_type, wire, session=handle.name)
+            shard = await self.limiter.acquire(mt, wire, session=handle.name)
         try:
             if exposure:
-                self.gate.check({"D": "new order", "G": "replace"}.get(msg_type, msg_type))
+                self.gate.check(_GATED.get(msg_type, msg_type))
             if not handle.active:
                 raise SessionNotActive(
                     f"session {handle.name} went down while the {msg_type} request waited for "
@@ -519,23 +532,28 @@ class OrderEntry(ObserverBase):
             if self.limiter is not None:
                 self.limiter.refund(shard)
             raise
+        req: _Request | None = None
         if track and cl is not None:
             # Before sending: a request is never forgotten, even if the process dies right after.
-            self.tracker.mark_sent(cl, FixMessage([(35, msg_type.encode()), *wire]))
-            self._requests[cl] = _Request(cl, handle.name, msg_type, retry, shard=shard)
+            request = FixMessage()
+            request.pairs = [(35, mt), *wire]  # rendered already: no second check of the pairs
+            self.tracker.mark_sent(cl, request)
+            req = self._requests[cl] = _Request(cl, handle.name, msg_type, retry, shard=shard)
         try:
             seq = handle.send_app(msg_type, wire)
         except SessionNotActive:
             if self.limiter is not None:
                 self.limiter.refund(shard)
-            if track and cl is not None:
+            if req is not None:
                 # Not sent at all: close it locally so it is neither in flight nor ambiguous.
-                self.tracker.apply(_local_reject(self._requests[cl], "NOT_SENT_SESSION_DOWN"))
+                self.tracker.apply(_local_reject(req, "NOT_SENT_SESSION_DOWN"))
             raise
         if cl is not None:
             self._remember_seq(handle.name, seq, cl)
-            if cl in self._requests:
-                self._requests[cl].seq_num = seq
+            if req is None:
+                req = self._requests.get(cl)
+            if req is not None:
+                req.seq_num = seq
                 if len(self._requests) >= self._sweep_at:
                     self._sweep_requests()
         return OrderTicket(cl or "", handle.name, msg_type, seq)
@@ -552,12 +570,11 @@ class OrderEntry(ObserverBase):
         """Forget the requests of orders that are over (neither open nor ambiguous nor being
         resent): a process that runs for weeks must not keep every request it ever sent. The
         tracker still knows those orders (ClOrdID reuse stays refused)."""
-        tracker = self.tracker
+        is_open = self.tracker.is_open
         for cl in list(self._requests):
             if cl in self._amb or cl in self._resending:
                 continue
-            state = tracker.get(cl)
-            if state is None or not state.is_open:  # None: the tracker forgot it, closed
+            if not is_open(cl):  # None: the tracker forgot it, closed
                 del self._requests[cl]
         self._sweep_at = max(_SWEEP_MIN, 2 * len(self._requests))
 
@@ -593,21 +610,27 @@ class OrderEntry(ObserverBase):
         handle = self._session(session)
         cl = self._claim_cl_ord_id(cl_ord_id)
         try:
-            body: list[tuple[int, Value]] = [
-                (11, cl), (38, str(qty)), (40, "2"), (44, str(price)), (54, side_code),
-                (55, symbol),
+            # Rendered here as wire_pairs() would render it, field by field (this runs for
+            # every order; the generic rendering was a good part of its cost), in the same order
+            # of events: the index is announced and ``extra`` read before anything is rendered.
+            qty_text, price_text = str(qty), str(price)
+            if exchange_index is not None and self.recovery is not None:
+                self.recovery.use_index(exchange_index)
+            more = list(extra)
+            wire = [
+                (11, cl.encode("ascii")), (38, qty_text.encode("ascii")), (40, b"2"),
+                (44, price_text.encode("ascii")), (54, side_code), (55, to_bytes(symbol)),
             ]
             if tif is not None:
-                body.append((59, tif))
+                wire.append((59, to_bytes(tif)))
             if order_group is not None:
-                body.append((526, order_group))
+                wire.append((526, to_bytes(order_group)))
             if exchange_index is not None:
-                body.append((100, exchange_index))
-                if self.recovery is not None:
-                    self.recovery.use_index(exchange_index)
-            body.extend(extra)
+                wire.append((100, to_bytes(exchange_index)))
+            if more:
+                wire += wire_pairs(more)
             retry = self.retry_ambiguous if retry_ambiguous is None else retry_ambiguous
-            return await self._send(handle, "D", body, cl=cl, exposure=True, retry=retry)
+            return await self._send(handle, "D", wire, cl=cl, exposure=True, retry=retry)
         finally:
             self._reserved.discard(cl)
 
@@ -645,7 +668,9 @@ class OrderEntry(ObserverBase):
                 body.append((37, state.order_id))
             body += [(54, state.side or ""), (55, state.symbol or "")]
             retry = self.retry_ambiguous if retry_ambiguous is None else retry_ambiguous
-            return await self._send(handle, "F", body, cl=cl, exposure=False, retry=retry)
+            return await self._send(
+                handle, "F", wire_pairs(body), cl=cl, exposure=False, retry=retry
+            )
         finally:
             self._reserved.discard(cl)
 
@@ -678,7 +703,9 @@ class OrderEntry(ObserverBase):
                 body.append((44, str(new_price)))
             body += [(54, state.side or ""), (55, state.symbol or "")]
             retry = self.retry_ambiguous if retry_ambiguous is None else retry_ambiguous
-            return await self._send(handle, "G", body, cl=cl, exposure=True, retry=retry)
+            return await self._send(
+                handle, "G", wire_pairs(body), cl=cl, exposure=True, retry=retry
+            )
         finally:
             self._reserved.discard(cl)
 
@@ -717,7 +744,7 @@ class OrderEntry(ObserverBase):
         self._mass[cl] = (handle.name, waiter)
         try:
             body: list[tuple[int, Value]] = [(11, cl), (530, "6")]
-            await self._send(handle, "q", body, cl=cl, exposure=False, track=False)
+            await self._send(handle, "q", wire_pairs(body), cl=cl, exposure=False, track=False)
         except BaseException:
             self._mass.pop(cl, None)
             raise
@@ -775,7 +802,9 @@ class OrderEntry(ObserverBase):
             queue = self._groups.setdefault(handle.name, deque())
             queue.append(waiter)
             try:
-                await self._send(handle, "UOG", body, cl=None, exposure=False, track=False)
+                await self._send(
+                    handle, "UOG", wire_pairs(body), cl=None, exposure=False, track=False
+                )
             except BaseException:
                 if waiter in queue:
                     queue.remove(waiter)

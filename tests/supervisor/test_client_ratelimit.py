@@ -64,6 +64,16 @@ def test_shard_billing() -> None:
     for unscoped in ([(100, 0)], [(100, "-1")], []):
         assert shard_of(b"D", unscoped) is None
     assert shard_of(b"UOG", [(100, 2)]) is None  # groups and the RFQ flow bill unscoped
+    assert shard_of(b"G", [("100", b"4")]) == 4  # a tag given as text is read as a number
+
+
+async def test_acquire_reads_the_shard_from_any_iterable_body(autojump_clock: Any) -> None:
+    limiter = RateLimiter("Basic")
+    body = ((t, v) for t, v in [(11, b"a"), ("100", b"3")])  # read once, like any iterator
+    assert await limiter.acquire(b"D", body) == 3
+    assert await limiter.acquire("D", ((100, 3),)) == 3
+    assert limiter.bucket(3).tokens == limiter.capacity - 2 * limiter.cost
+    assert limiter.bucket(None).tokens == limiter.capacity  # the unscoped bucket is untouched
 
 
 async def test_waits_instead_of_overdrawing_first_come_first_served(autojump_clock: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,14 +24,45 @@ from test_exactly_once import (
     running,
 )
 
+from sessions.message import Value, wire_pairs
 from sessions.testing.faults import FaultKind
 from supervisor import orderentry as orderentry_module
-from supervisor.orderentry import AmbiguityResolved, RequestRefused, RequestRejected
-from supervisor.orders import DuplicateRequestError, UnknownOrderError
+from supervisor.orderentry import (
+    AmbiguityResolved,
+    OrderEntry,
+    RequestRefused,
+    RequestRejected,
+)
+from supervisor.orders import DuplicateRequestError, OrderTracker, UnknownOrderError
 from supervisor.observer import SessionNotActive
+from supervisor.ratelimit import RateLimiter
 
 def resolutions(rig: Any, cl: str) -> list[AmbiguityResolved]:
     return [e for e in rig.events if isinstance(e, AmbiguityResolved) and e.cl_ord_id == cl]
+
+
+class RecordingSession:
+    """A session handle that records what it is asked to send (no gateway behind it)."""
+
+    def __init__(self, name: str, *, active: bool = True, listener: bool = False) -> None:
+        self.name = name
+        self.active = active
+        self.config = SimpleNamespace(
+            profile=SimpleNamespace(order_entry=True, name="KalshiNR"),
+            logon=SimpleNamespace(listener_session=listener),
+        )
+        self.sent: list[tuple[str, list[tuple[int, bytes]]]] = []
+
+    def send_app(self, msg_type: str, body: list[tuple[int, bytes]]) -> int:
+        self.sent.append((msg_type, list(body)))
+        return len(self.sent)
+
+
+def recording_entry(*sessions: RecordingSession) -> OrderEntry:
+    oe = OrderEntry(SimpleNamespace(tracker=OrderTracker()),  # type: ignore[arg-type]
+                    limiter=RateLimiter("Prestige"))
+    oe.attach({s.name: s for s in sessions}, lambda task: None, lambda: 0.0)  # type: ignore[misc]
+    return oe
 
 
 async def wait_for(predicate: Any, limit: float = 600.0, rig: Any = None) -> None:
@@ -68,6 +100,54 @@ async def test_cl_ord_ids_fresh_supplied_and_never_reused(
         with pytest.raises(DuplicateRequestError):
             await oe.cancel("my-id:1", cl_ord_id=t.cl_ord_id)  # a cancel may not reuse it either
         assert_one_order_per_request(rig)
+
+
+async def test_new_order_renders_every_field_as_the_generic_rendering_would() -> None:
+    session = RecordingSession("orders")
+    oe = recording_entry(session)
+    extra: list[tuple[int | str, Value]] = [(21001, "x"), ("9999", 5), (20010, True)]
+    ticket = await oe.new_order(
+        MKT0, "sell", Decimal("2.50"), Decimal("0.4100"), tif="1", cl_ord_id="mine-1",
+        exchange_index=2, order_group="g-7", extra=iter(extra),
+    )
+    assert (ticket.cl_ord_id, ticket.session, ticket.msg_type, ticket.seq_num) == (
+        "mine-1", "orders", "D", 1)
+    expected = wire_pairs([
+        (11, "mine-1"), (38, "2.50"), (40, "2"), (44, "0.4100"), (54, "2"), (55, MKT0),
+        (59, "1"), (526, "g-7"), (100, 2), *extra,
+    ])
+    assert session.sent == [("D", expected)]
+    assert expected[-3:] == [(21001, b"x"), (9999, b"5"), (20010, b"Y")]
+    state = oe.order("mine-1")
+    assert state is not None and state.in_flight == ("mine-1",)
+    assert (state.symbol, state.side, state.order_qty, state.price) == (
+        MKT0, "2", Decimal("2.50"), Decimal("0.4100"))
+    assert oe.limiter is not None and oe.limiter.bucket(2).tokens < oe.limiter.capacity
+
+
+async def test_a_field_that_cannot_be_rendered_sends_nothing_and_frees_the_cl_ord_id() -> None:
+    session = RecordingSession("orders")
+    oe = recording_entry(session)
+    with pytest.raises(UnicodeEncodeError):
+        await oe.new_order("KXHIGHNY-26JUL14-B85\u00e9", "buy", 1, 5, cl_ord_id="again")
+    with pytest.raises(TypeError, match="cannot put a list"):
+        await oe.new_order(MKT0, "buy", 1, 5, cl_ord_id="again", extra=[(58, ["?"])])
+    assert session.sent == [] and oe.order("again") is None
+    await oe.new_order(MKT0, "buy", 1, 5, cl_ord_id="again")
+    assert [mt for mt, _ in session.sent] == ["D"]
+
+
+async def test_orders_go_to_the_first_logged_on_session_that_may_trade() -> None:
+    listener = RecordingSession("listener", listener=True)
+    down = RecordingSession("down", active=False)
+    up = RecordingSession("up")
+    oe = recording_entry(listener, down, up)
+    assert (await oe.new_order(MKT0, "buy", 1, 5)).session == "up"
+    assert [len(s.sent) for s in (listener, down, up)] == [0, 0, 1]
+    up.active = False
+    with pytest.raises(SessionNotActive, match=r"session is logged on \(down, up\)"):
+        await oe.new_order(MKT0, "buy", 1, 5)
+    assert len(up.sent) == 1
 
 
 async def test_requests_while_the_session_is_down_raise_and_send_nothing(
