@@ -311,7 +311,9 @@ class _Order:
     latest: _Report | None = None
     order_id: str | None = None
     # ClOrdIDs in the order they became known; the snapshot orders them canonically.
-    cls: list[str] = attrs.Factory(list)
+    # A tuple (grown by copying; an order has one or a few): unlike a list it leaves the
+    # garbage collector's lists once it has been seen, and every open order keeps one.
+    cls: tuple[str, ...] = ()
     # ClOrdIDs a real report mentioned (11 or 41), or a 35=9 answered: pending copies are stale.
     answered: set[str] = attrs.Factory(set)
     pending: dict[str, str] = attrs.Factory(dict)  # ClOrdID -> pending OrdStatus
@@ -350,7 +352,7 @@ class OrderTracker:
         if other is not None and other is not order:
             order = self._merge(order, other)
         if cl not in order.cls:
-            order.cls.append(cl)
+            order.cls += (cl,)
         self._by_cl[cl] = order
         return order
 
@@ -370,7 +372,7 @@ class OrderTracker:
         same order, so re-applying ``b``'s facts to ``a`` is order-independent."""
         for cl in b.cls:
             if cl not in a.cls:
-                a.cls.append(cl)
+                a.cls += (cl,)
             self._by_cl[cl] = a
         if b.order_id is not None:
             a.order_id = a.order_id or b.order_id
