@@ -58,6 +58,7 @@ from .observer import SessionObserver
 from .orderentry import OrderEntry
 from .ratelimit import RateLimiter
 from .recovery import RecoveryObserver
+from .requestlog import RequestLog
 from .rfq import RfqCreator, RfqMaker
 from .streams import ExecutionStream, SettlementStream, StatusStream
 
@@ -68,6 +69,8 @@ __all__ = ["Components", "open_app"]
 
 #: File of the reconciliation observer's marks and open gaps, in ``state_dir``.
 RECOVERY_STATE_FILE = "recovery-state.json"
+#: The request log's file: the ledger's path plus this (:mod:`supervisor.requestlog`).
+REQUEST_LOG_SUFFIX = "-requests"
 
 
 def _default_account(config: Config, sup: SupervisorConfig) -> str:
@@ -95,6 +98,7 @@ class Components:
     rfq: RfqCreator | None = None
     maker: RfqMaker | None = None
     journal: JournalWriter | None = None
+    request_log: RequestLog | None = None
     _closed: bool = False
 
     @classmethod
@@ -130,7 +134,10 @@ class Components:
             state_dir, account or _default_account(config, supervisor_config), now=now
         )
         writer: JournalWriter | None = None
+        requests: RequestLog | None = None
         try:
+            # Beside the ledger, for the same account: requests sent survive a restart.
+            requests = RequestLog.open(ledger.path + REQUEST_LOG_SUFFIX, ledger.account)
             if journal:
                 writer = JournalWriter.open(rec.journal, fsync=journal_fsync)
             executions = ExecutionStream(ledger, journal=writer, clock=clock)
@@ -152,6 +159,7 @@ class Components:
                 gate=gate,
                 recovery=recovery,
                 retry_ambiguous=retry_ambiguous,
+                request_log=requests,
             )
             kill = KillSwitch(orders)
             profiles = {s.profile.name for s in config.sessions.values()}
@@ -160,6 +168,8 @@ class Components:
         except BaseException:
             if writer is not None:
                 writer.close()
+            if requests is not None:
+                requests.close()
             ledger.close()
             raise
         return cls(
@@ -174,6 +184,7 @@ class Components:
             rfq=rfq,
             maker=maker,
             journal=writer,
+            request_log=requests,
         )
 
     @property
@@ -216,6 +227,8 @@ class Components:
         try:
             if self.journal is not None:
                 self.journal.close()
+            if self.request_log is not None:
+                self.request_log.close()
         finally:
             self.ledger.close()
 

@@ -37,16 +37,18 @@ Decisions (the ones that keep one application request from ever becoming two ord
 
   An incomplete pass (gap older than the lookback, replay not available) resolves nothing: the
   requests are reported ``"unresolved"`` (check through REST) and stay ambiguous — at once when
-  reconciliation is disabled. A request is never resent after a restart of the process: the
-  requests themselves are not persisted, only the reports (see the ledger).
+  reconciliation is disabled. Requests survive a restart of the process through the request
+  log (:mod:`supervisor.requestlog`, when one is given): a request sent before the process
+  stopped that has no stored report is ambiguous again after the restart and resolved the same
+  way — but never resent after a restart (``"not_received"``: the application decides).
 * **Refusals before the exchange.** A BusinessMessageReject (35=j) for a request means it was not
   applied: the tracker records it as rejected (a local record, never an execution) and a
   :class:`RequestRejected` is published; ``380=8`` also empties the rate limiter's bucket.
 
 Every request first waits for the client-side rate limiter (:mod:`supervisor.ratelimit`), then
 checks the kill switch's gate and the session again, then records the request in the tracker
-(:meth:`~supervisor.orders.OrderTracker.mark_sent`, before sending, so a request is never
-forgotten), then sends — with no await between the last check and the send.
+(:meth:`~supervisor.orders.OrderTracker.mark_sent`) and the request log (one append, durable
+against a process crash), then sends — with no await between the last check and the send.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from .orders import (
     UnknownOrderError,
 )
 from .ratelimit import RateLimiter
+from .requestlog import LoggedRequest, RequestLog, RequestLogError
 from .streams import ExecutionStream, Fanout, Subscription
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -248,7 +251,8 @@ class OrderEntry(ObserverBase):
     reconciliation observer that resolves ambiguous requests (none: they stay ambiguous and are
     reported ``"unresolved"``). ``default_session`` is used when a request names none (default:
     the first order-entry session that is logged on). ``retry_ambiguous`` is the default of the
-    per-request flag; ``max_attempts`` bounds sends of one request.
+    per-request flag; ``max_attempts`` bounds sends of one request. ``request_log`` makes
+    sent requests survive a restart of the process (module docstring).
     """
 
     def __init__(
@@ -263,8 +267,10 @@ class OrderEntry(ObserverBase):
         max_attempts: int = 3,
         id_factory: Callable[[], str] | None = None,
         reply_timeout: float = 10.0,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.executions = executions
+        self.request_log = request_log
         self.limiter = limiter
         self.gate = gate if gate is not None else TradingGate()
         self.recovery = recovery
@@ -329,11 +335,51 @@ class OrderEntry(ObserverBase):
         self, handles: dict[str, SessionHandle], spawn: Spawn, clock: Callable[[], float]
     ) -> None:
         super().attach(handles, spawn, clock)
+        self._restore_logged_requests()
         # After a restart the tracker was rebuilt from the ledger: an EXCHANGE_UNAVAILABLE seen
         # before it is still ambiguous and is resolved by the first pass of this process.
         now = clock()
         for amb in self.tracker.ambiguous():
             self._amb.setdefault(amb.cl_ord_id, _Ambiguity(now, "restart", None))
+
+    def _restore_logged_requests(self) -> None:
+        """Requests the last process sent and the ledger has no report of: ambiguous again."""
+        log = self.request_log
+        if log is None:
+            return
+        tracker = self.tracker
+        for logged in log.recovered.values():
+            cl = logged.cl_ord_id
+            if tracker.get(cl) is not None:
+                continue  # a report of it was stored: the exchange has it
+            request = FixMessage()
+            request.pairs = [(35, logged.msg_type), *logged.pairs]
+            try:
+                tracker.mark_sent(cl, request)
+            except SupervisorError:
+                continue  # a cancel/replace of an order nothing is known of: nothing to track
+            tracker.mark_ambiguous(
+                cl, f"sent on {logged.session} before the process stopped; no report of it "
+                "was stored"
+            )
+        log.recovered = {}
+        log.compact(self._unanswered())
+
+    def _unanswered(self) -> Callable[[str], bool]:
+        """Which ClOrdIDs the request log must keep: requests in flight or ambiguous."""
+        tracker = self.tracker
+        keep = set(tracker.in_flight())
+        keep.update(a.cl_ord_id for a in tracker.ambiguous())
+        return keep.__contains__
+
+    def _log_request(self, cl: str, session: str, mt: bytes, body: list[tuple[int, bytes]]) -> None:
+        """Append a request to the request log (raises RequestLogError: then do not send)."""
+        log = self.request_log
+        if log is None:
+            return
+        log.record(LoggedRequest(cl, session, mt, self.clock(), tuple(body)))
+        if log.compaction_due:
+            log.compact(self._unanswered())
 
     def session_down(self, down: SessionDown) -> None:
         name = down.name
@@ -540,13 +586,18 @@ class OrderEntry(ObserverBase):
             self.tracker.mark_sent(cl, request)
             req = self._requests[cl] = _Request(cl, handle.name, msg_type, retry, shard=shard)
         try:
+            if req is not None:
+                self._log_request(cl or "", handle.name, mt, wire)
             seq = handle.send_app(msg_type, wire)
-        except SessionNotActive:
+        except (SessionNotActive, RequestLogError) as e:
             if self.limiter is not None:
                 self.limiter.refund(shard)
             if req is not None:
                 # Not sent at all: close it locally so it is neither in flight nor ambiguous.
-                self.tracker.apply(_local_reject(req, "NOT_SENT_SESSION_DOWN"))
+                why = "NOT_SENT_REQUEST_LOG" if isinstance(e, RequestLogError) else (
+                    "NOT_SENT_SESSION_DOWN"
+                )
+                self.tracker.apply(_local_reject(req, why))
             raise
         if cl is not None:
             self._remember_seq(handle.name, seq, cl)
@@ -904,7 +955,9 @@ class OrderEntry(ObserverBase):
             req = self._requests.get(cl)
             attempts = amb.attempts
             why: str | None = None
-            if req is None or not req.retry:
+            if req is None and amb.request is not None:
+                why = "not resent: it was sent before a restart of the process"
+            elif req is None or not req.retry:
                 why = "not resent: retry_ambiguous is off"
             elif attempts >= self.max_attempts:
                 why = f"not resent: {attempts} attempts made (max_attempts)"
@@ -929,6 +982,12 @@ class OrderEntry(ObserverBase):
         # The order never existed: record it as rejected locally (the application sees the
         # reason), so it is neither open nor pending for ever.
         self.tracker.apply(_local_reject(req, "NOT_RECEIVED_BY_EXCHANGE"))
+        if self.request_log is not None:
+            try:
+                # Settled without a report: a restart must not make it ambiguous again.
+                self.request_log.forget(cl)
+            except RequestLogError:
+                pass  # then a restart reports it once more (not_received again): harmless
         self.events.publish(AmbiguityResolved(cl, "not_received", reason, self.tracker.get(cl),
                                               msg_type))
 
@@ -962,10 +1021,11 @@ class OrderEntry(ObserverBase):
                     # The tracker permits exactly this reuse (resolve() answered
                     # RESEND_SAME_CLORDID); anything else raises DuplicateRequestError.
                     self.tracker.mark_sent(cl, request)
+                    self._log_request(cl, handle.name, req.msg_type.encode("ascii"), body)
                     seq = handle.send_app(req.msg_type, body)
                 except SessionNotActive:
                     continue
-                except (DuplicateRequestError, SupervisorError) as e:
+                except (DuplicateRequestError, SupervisorError, RequestLogError) as e:
                     self._not_received(cl, req.msg_type, f"{reason}; not resent: {e}")
                     return
                 req.seq_num = seq
