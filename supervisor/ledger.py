@@ -130,9 +130,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import io
 import os
-import pickle
 import re
 import sqlite3
 import struct
@@ -153,6 +151,7 @@ from sessions.message import FixMessage
 from .execid import ExecId, ExecIdError
 from .orders import ReportError
 from .reconcile import LOOKBACK_S
+from .records import frame, read_frames
 
 __all__ = [
     "DEFAULT_KEEP_S",
@@ -192,10 +191,9 @@ _LOG_OFFER_MAX = 64
 _ACK_SUFFIX = "-ack"
 _ACK_MAGIC = b"KFXLACK1"
 _ACK_RECORD = struct.Struct("<8sqqI")
-# The offer log next to the ledger ("The offer log" in the module docstring): records of
-# (length, CRC-32 of the payload and of the ledger's identity, payload), appended.
+# The offer log next to the ledger ("The offer log" in the module docstring): records framed
+# by supervisor.records, the CRC seeded with the ledger's identity.
 _LOG_SUFFIX = "-log"
-_LOG_HEADER = struct.Struct("<II")
 #: Rows the offer log holds before they are due to be written behind into the tables, in one
 #: transaction. Per report, a batch costs about a quarter of what a transaction per live burst
 #: did (~25 vs ~100 us in process); a larger batch saves little more and stalls longer.
@@ -267,40 +265,11 @@ def _decode(tags: bytes | None, raw: bytes) -> FixMessage:
     return m
 
 
-class _DataOnly(pickle.Unpickler):
-    """Unpickles the log's payloads: tuples, lists and scalars only — never a class or a
-    function, so a damaged or planted log cannot run code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"the offer log holds data only, not {module}.{name}")
-
-
 def _log_record(rows: Sequence[Sequence[Any]], queue: Sequence[tuple[int, int, int]],
                 seed: int) -> bytes:
     """One record of the offer log: the rows (columns of ``_INSERT``) and queue entries
-    (columns of ``_ENQUEUE``) of one offer, framed and checksummed."""
-    payload = pickle.dumps((tuple(rows), tuple(queue)), protocol=4)
-    return _LOG_HEADER.pack(len(payload), zlib.crc32(payload, seed)) + payload
-
-
-def _log_records(
-    data: bytes, seed: int
-) -> Iterator[tuple[list[Sequence[Any]], list[tuple[int, int, int]]]]:
-    """The whole records of an offer log, in order, up to the first torn or foreign one
-    (a crash in the middle of an append, or a log left beside another ledger)."""
-    pos = 0
-    header = _LOG_HEADER.size
-    while pos + header <= len(data):
-        size, crc = _LOG_HEADER.unpack_from(data, pos)
-        payload = data[pos + header : pos + header + size]
-        if len(payload) != size or zlib.crc32(payload, seed) != crc:
-            return
-        try:
-            rows, queue = _DataOnly(io.BytesIO(payload)).load()
-        except (pickle.UnpicklingError, ValueError, TypeError, EOFError):
-            return
-        yield list(rows), list(queue)
-        pos += header + size
+    (columns of ``_ENQUEUE``) of one offer."""
+    return frame((tuple(rows), tuple(queue)), seed)
 
 
 class _Offer(NamedTuple):
@@ -688,7 +657,7 @@ class ExecutionLedger:
             return
         rows: list[Sequence[Any]] = []
         queue: list[tuple[int, int, int]] = []
-        for r, q in _log_records(data, self._ack_seed):
+        for r, q in read_frames(data, self._ack_seed):
             rows.extend(r)
             queue.extend(q)
         if rows or queue:

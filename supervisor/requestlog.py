@@ -1,32 +1,28 @@
 """The request log: every order request the supervisor sends, durable before it is sent.
 
 The execution ledger keeps what the exchange *answered*; what was *asked* lived only in memory,
-so a request sent just before the process died (a crash, a SIGKILL, a power cut of the host
-process) was forgotten: after the restart nothing marked it ambiguous, and the application,
-which saw no report of it, could not tell whether the order exists. The request log closes that
-window. :class:`~supervisor.orderentry.OrderEntry` appends each NewOrderSingle,
-OrderCancelRequest and OrderCancelReplaceRequest here after the tracker recorded it and before
-the session sends it; at the next start, every logged request the ledger has no report of is
-put back into the tracker as *ambiguous* and goes through the same resolution as a request in
-flight at a disconnect: the first complete drop-copy replay tells whether the exchange has it
-(``"known"``) or not (``"not_received"``; never resent after a restart — the application decides).
+so a request sent just before the process died (a crash, a SIGKILL) was forgotten: after the
+restart nothing marked it ambiguous, and the application, which saw no report of it, could not
+tell whether the order exists. The request log closes that window.
+:class:`~supervisor.orderentry.OrderEntry` appends each NewOrderSingle, OrderCancelRequest and
+OrderCancelReplaceRequest here after the tracker recorded it and before the session sends it;
+at the next start, every logged request the ledger has no report of is put back into the
+tracker as *ambiguous* and goes through the same resolution as a request in flight at a
+disconnect: the first complete drop-copy replay tells whether the exchange has it (``"known"``)
+or not (``"not_received"``; never resent after a restart — the application decides).
 
 Format: one file beside the ledger (``<ledger>-requests``), records appended with one ``write``
-each — ClOrdID, session, MsgType, send time and the request's fields (or, to forget a request
-closed without any report, its ClOrdID with an empty MsgType), pickled as plain tuples
-(the loader refuses anything else), framed with their length and a CRC-32 over them and the
-account's name (a file left by another account is not read as this one's). Durable against a
-process crash once the write returns, like the ledger's offer log; a torn last record (power
-loss) ends the reading. The file is rewritten (to a temporary file, then renamed over it) with
-only the requests still unanswered: at start, and every :data:`COMPACT_EVERY` appends.
+each (:mod:`supervisor.records`, the CRC seeded with the account's name) — ClOrdID, session,
+MsgType, send time and the request's fields (or, to forget a request closed without any report,
+its ClOrdID with an empty MsgType). Durable against a process crash once the write returns,
+like the ledger's offer log; a torn last record (power loss) ends the reading. The file is
+rewritten (to a temporary file, then renamed over it) with only the requests still unanswered:
+at start, and every :data:`COMPACT_EVERY` appends.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
-import struct
 import zlib
 from collections.abc import Callable, Iterator
 
@@ -34,11 +30,12 @@ import attrs
 
 from sessions.errors import StoreError
 
+from .records import frame, read_frames
+
 __all__ = ["COMPACT_EVERY", "LoggedRequest", "RequestLog", "RequestLogError"]
 
 #: Appends between two rewrites of the file with only the unanswered requests.
 COMPACT_EVERY = 8192
-_HEADER = struct.Struct("<II")
 
 
 class RequestLogError(StoreError):
@@ -56,34 +53,13 @@ class LoggedRequest:
     pairs: tuple[tuple[int, bytes], ...] = attrs.field(repr=False)
 
 
-class _DataOnly(pickle.Unpickler):
-    """Tuples and scalars only: a damaged or planted file cannot run code."""
-
-    def find_class(self, module: str, name: str) -> object:
-        raise pickle.UnpicklingError(f"the request log holds data only, not {module}.{name}")
-
-
 def _frame(req: LoggedRequest, seed: int) -> bytes:
-    payload = pickle.dumps(
-        (req.cl_ord_id, req.session, req.msg_type, req.sent_at, req.pairs), protocol=4
-    )
-    return _HEADER.pack(len(payload), zlib.crc32(payload, seed)) + payload
+    return frame((req.cl_ord_id, req.session, req.msg_type, req.sent_at, req.pairs), seed)
 
 
 def _records(data: bytes, seed: int) -> Iterator[LoggedRequest]:
-    """The whole records of ``data`` in order, up to the first torn or foreign one."""
-    pos = 0
-    while pos + _HEADER.size <= len(data):
-        size, crc = _HEADER.unpack_from(data, pos)
-        payload = data[pos + _HEADER.size : pos + _HEADER.size + size]
-        if len(payload) != size or zlib.crc32(payload, seed) != crc:
-            return
-        try:
-            cl, session, msg_type, sent_at, pairs = _DataOnly(io.BytesIO(payload)).load()
-            yield LoggedRequest(cl, session, msg_type, sent_at, tuple(pairs))
-        except (pickle.UnpicklingError, ValueError, TypeError, EOFError):
-            return
-        pos += _HEADER.size + size
+    for cl, session, msg_type, sent_at, pairs in read_frames(data, seed):
+        yield LoggedRequest(cl, session, msg_type, sent_at, tuple(pairs))
 
 
 def _latest(records: Iterator[LoggedRequest]) -> dict[str, LoggedRequest]:

@@ -361,6 +361,18 @@ async def test_in_flight_at_a_disconnect_known_when_it_arrived(
         assert_exactly_once(rig)
 
 
+async def order_that_never_lands(rig: Any, gw: Any) -> Any:
+    """A new order sent while the gateway has stopped reading the KalshiNR connection for good
+    (an endless stall drains and discards what comes): it never reaches the exchange."""
+    gw.inject("stall:endpoint=KalshiNR")
+    await wait_for(lambda: gw.fault_log.of_kind(FaultKind.STALL))
+    # A read the gateway had already begun completes normally: let a harmless message (a reset
+    # of an unknown order group) take it, so the order meets the stall.
+    rig.nr().send_app("UOG", [(20131, 2), (20130, str(uuid.uuid4()))])
+    await trio.sleep(0.1)
+    return await rig.order_entry.new_order(MKT0, "buy", 1, 45)
+
+
 async def test_in_flight_at_a_disconnect_never_arrived_is_resent_once(
     rigs: RigFactory, autojump_clock: Any  # noqa: F811
 ) -> None:
@@ -372,15 +384,8 @@ async def test_in_flight_at_a_disconnect_never_arrived_is_resent_once(
     ) as rig:
         await rig.nr().wait_active()
         await rig.dc().wait_active()
-        # The gateway stops reading for good (an endless stall drains and discards what comes),
-        # so the order never lands; our side times out the heartbeats and reconnects.
-        gw.inject("stall:endpoint=KalshiNR")
-        await wait_for(lambda: gw.fault_log.of_kind(FaultKind.STALL))
-        # A read the gateway had already begun completes normally: let a harmless message
-        # (a reset of an unknown order group) take it, so the order meets the stall.
-        rig.nr().send_app("UOG", [(20131, 2), (20130, str(uuid.uuid4()))])
-        await trio.sleep(0.1)
-        t = await rig.order_entry.new_order(MKT0, "buy", 1, 45)
+        # Our side times out the heartbeats and reconnects.
+        t = await order_that_never_lands(rig, gw)
         await wait_for(lambda: resolutions(rig, t.cl_ord_id), rig=rig)
         await rig.settle()
         assert [r.outcome for r in resolutions(rig, t.cl_ord_id)] == ["resent"]

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import errno
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 from test_exactly_once import MKT0, Child, RigFactory, open_rig, rigs, running  # noqa: F401
-from test_orderentry import resolutions, wait_for
+from test_orderentry import order_that_never_lands, resolutions, wait_for
 
-from sessions.testing.faults import FaultKind
 from supervisor import requestlog as requestlog_module
 from supervisor.requestlog import LoggedRequest, RequestLog, RequestLogError
 
@@ -125,13 +123,9 @@ async def test_a_request_sent_just_before_the_process_stopped_is_resolved_after_
                                 retry_ambiguous=True) as rig:
                 await rig.nr().wait_active()
                 await rig.dc().wait_active()
-                # The order never reaches the exchange (the gateway stops reading for good)
-                # and the process stops before anything about it is known.
-                gw.inject("stall:endpoint=KalshiNR")
-                await wait_for(lambda: gw.fault_log.of_kind(FaultKind.STALL))
-                rig.nr().send_app("UOG", [(20131, 2), (20130, str(uuid.uuid4()))])
-                await trio.sleep(0.1)
-                lost = await rig.order_entry.new_order(MKT0, "buy", 1, 45)
+                # The order never reaches the exchange, and the process stops before anything
+                # about it is known.
+                lost = await order_that_never_lands(rig, gw)
                 scope.cancel()
         async with open_rig(gw, rigs.keys, state, children=children,
                             retry_ambiguous=True) as rig:
