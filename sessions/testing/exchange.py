@@ -302,6 +302,45 @@ class ExecRecord:
         return _parse_exec_id(self.exec_id)[:2]  # type: ignore[return-value]
 
 
+def _new_record(fields: dict[str, Any]) -> ExecRecord:
+    """The ExecRecord whose fields are ``fields`` (every field but ``body``, which is added),
+    as ``ExecRecord(**fields)`` would make it.
+
+    The generated __init__ binds thirty keyword arguments and stores them one by one into a
+    dict that outgrows the class's shared keys and resizes on the way; a dict built in one go
+    and installed whole costs half as much, on every report the exchange generates.
+    """
+    rec = object.__new__(ExecRecord)
+    object.__setattr__(rec, "__dict__", fields)
+    fields["body"] = _render(rec, _DEFAULT_FLAGS)
+    return rec
+
+
+def _derive(rec: ExecRecord, exec_id: str, exec_type: str, ord_status: str) -> ExecRecord:
+    """``rec`` with another ExecID, ExecType and OrdStatus: what :meth:`Exchange._record` would
+    make of the same order state. The default body is ``rec.body`` with those three fields
+    replaced rather than printed again (neither record may be a reject, whose OrderQty prints
+    differently)."""
+    new = object.__new__(ExecRecord)
+    # A copy of the whole dict then three writes: a fraction of what the generated __init__
+    # (thirty keyword arguments) and a second rendering would cost.
+    d = rec.__dict__.copy()
+    object.__setattr__(new, "__dict__", d)
+    d["exec_id"] = exec_id
+    d["exec_type"] = exec_type
+    d["ord_status"] = ord_status
+    # 17, 150 and 39 follow 37, 11 and the optional 41 (see _render); the default flags print
+    # ExecType and OrdStatus as they are.
+    i = 2 if rec.orig_cl_ord_id is None else 3
+    body = rec.body
+    d["body"] = (
+        body[:i]
+        + ((17, exec_id.encode()), (150, exec_type.encode()), (39, ord_status.encode()))
+        + body[i + 3 :]
+    )
+    return new
+
+
 def render_execution_report(
     rec: ExecRecord, flags: LogonFlags = _DEFAULT_FLAGS
 ) -> tuple[tuple[int, bytes], ...]:
@@ -449,6 +488,16 @@ class _Session:
     connected_at: float
     last_drop_copy: float | None = None
     last_mass_cancel: float | None = None
+    #: ``flags.prints_as_default``, asked for every report the session gets.
+    plain: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.plain = self.flags.prints_as_default
+
+    def report(self, rec: ExecRecord) -> Outbound:
+        """``rec`` as this session receives it."""
+        body = rec.body if self.plain else _render(rec, self.flags)
+        return Outbound(self.key_id, b"8", body)
 
     @property
     def is_listener(self) -> bool:
@@ -526,15 +575,29 @@ def _text(v: bytes) -> str:
     return v.decode("latin-1")
 
 
+# Decimal of the text of a field, for the texts seen lately: nearly every order repeats a
+# quantity and a price that earlier ones had. Decimals are immutable, so one object can serve
+# every order; the key is the text (not the number), so 5 and 5.0 stay distinct. Bounded:
+# emptied when full.
+_DECIMALS: dict[bytes, Decimal] = {}
+_DECIMALS_LIMIT = 4096
+
+
 def _dec(v: bytes | None, tag: int) -> Decimal | None:
     if v is None:
         return None
+    d = _DECIMALS.get(v)
+    if d is not None:
+        return d
     try:
         d = Decimal(v.decode("ascii"))
     except (InvalidOperation, UnicodeDecodeError):
         raise _FieldProblem(tag, 6, f"Incorrect data format for value of tag {tag}") from None
     if not d.is_finite():
         raise _FieldProblem(tag, 6, f"Incorrect data format for value of tag {tag}")
+    if len(_DECIMALS) >= _DECIMALS_LIMIT:
+        _DECIMALS.clear()
+    _DECIMALS[v] = d
     return d
 
 
@@ -565,6 +628,42 @@ def _parties(msg: _Fields) -> tuple[tuple[int, bytes], ...] | None:
     if n != b"1" or pid is None or role != b"24":
         return None
     return ((453, b"1"), (448, pid), (452, role))
+
+
+def _same_report_state(
+    rec: ExecRecord,
+    order: Order,
+    now: float,
+    orig: str | None,
+    text: str | None,
+    expiry: bool,
+) -> bool:
+    """Whether ``rec`` has every field :meth:`Exchange._record` would take from ``order`` at
+    ``now`` (with ``orig``, ``text`` and ``expiry``), and no Trade fields."""
+    return (
+        rec.time == now
+        and rec.cl_ord_id == order.cl_ord_id
+        and rec.orig_cl_ord_id == orig
+        and rec.text == text
+        and rec.expiry == expiry
+        and rec.cum_qty == order.cum_qty
+        and rec.leaves_qty == order.leaves_qty
+        and rec.order_qty == order.order_qty
+        and rec.avg_px == order.avg_px
+        and rec.price == order.price
+        and rec.expire_time == order.expire_time
+        and rec.sub == order.sub
+        and rec.parties == order.parties
+        and rec.order_id == order.order_id
+        and rec.exchange_index == order.exchange_index
+        and rec.account_id == order.account_id
+        and rec.key_id == order.key_id
+        and rec.symbol == order.symbol
+        and rec.side == order.side
+        and rec.trd_match_id is None
+        and rec.last_qty is None
+        and rec.rej_reason is None
+    )
 
 
 def _valid_cl_ord_id(cl: str) -> bool:
@@ -635,6 +734,9 @@ class Exchange:
         self._ground_by_account: dict[str, list[ExecRecord]] = {}
         self._timers: list[tuple[float, int, str, str]] = []
         self._timer_seq = 0
+        # The last PENDING record and its order: the report that follows a PENDING is often
+        # the same but for ExecID, ExecType and OrdStatus, and is then derived from it.
+        self._last_pending: tuple[Order, ExecRecord] | None = None
         self._order_faults: deque[_Fault] = deque()
         self._drop_copy_faults = 0
         self._rfq = RfqDesk(self)
@@ -1182,7 +1284,9 @@ class Exchange:
 
     def _next_exec_id(self, index: int) -> tuple[str, tuple[int, int]]:
         """A new ExecID of ``index`` and its (clock, event) key (what ``exec_key`` parses)."""
-        st = self._exec_clock.setdefault(index, [0, 0, -1])
+        st = self._exec_clock.get(index)
+        if st is None:
+            st = self._exec_clock[index] = [0, 0, -1]
         # The clock moves once per processing cycle, the event counter once per report: both
         # strictly increase, so ExecIDs compare as (clock, event) tuples (REFERENCE §11 #10).
         if st[2] != self._cycle:
@@ -1221,31 +1325,54 @@ class Exchange:
     ) -> ExecRecord:
         """The record of a report on ``order`` as it stands; ``fill``: a Trade report's own
         fields (``last_qty`` … ``single_market_return``)."""
-        return ExecRecord(
-            exec_id=exec_id,
-            exchange_index=order.exchange_index,
-            account_id=order.account_id,
-            key_id=order.key_id,
-            order_id=order.order_id,
-            cl_ord_id=order.cl_ord_id,
-            orig_cl_ord_id=orig,
-            exec_type=exec_type,
-            ord_status=ord_status,
-            symbol=order.symbol,
-            side=order.side,
-            order_qty=order.order_qty,
-            cum_qty=order.cum_qty,
-            leaves_qty=order.leaves_qty,
-            avg_px=order.avg_px,
-            price=order.price,
-            time=self._now,
-            expire_time=order.expire_time,
-            text=text,
-            sub=order.sub,
-            parties=order.parties,
-            expiry=expiry,
-            **fill,
-        )
+        last = self._last_pending
+        if (
+            last is not None
+            and last[0] is order
+            and fill is _NO_FILL
+            and exec_type != "8"
+            and _same_report_state(last[1], order, self._now, orig, text, expiry)
+        ):
+            # Typically the New (150=0) right after the order's PENDING (150=A): the same
+            # report but for ExecID, ExecType and OrdStatus.
+            return _derive(last[1], exec_id, exec_type, ord_status)
+        fields = {
+            "exec_id": exec_id,
+            "exchange_index": order.exchange_index,
+            "account_id": order.account_id,
+            "key_id": order.key_id,
+            "order_id": order.order_id,
+            "cl_ord_id": order.cl_ord_id,
+            "orig_cl_ord_id": orig,
+            "exec_type": exec_type,
+            "ord_status": ord_status,
+            "symbol": order.symbol,
+            "side": order.side,
+            "order_qty": order.order_qty,
+            "cum_qty": order.cum_qty,
+            "leaves_qty": order.leaves_qty,
+            "avg_px": order.avg_px,
+            "price": order.price,
+            "last_qty": None,
+            "last_px": None,
+            "time": self._now,
+            "expire_time": order.expire_time,
+            "rej_reason": None,
+            "text": text,
+            "sub": order.sub,
+            "parties": order.parties,
+            "expiry": expiry,
+            "long_qty": None,
+            "short_qty": None,
+            "trd_match_id": None,
+            "aggressor": None,
+            "fee": None,
+            "balance_change": None,
+            "single_market_return": None,
+        }
+        if fill:
+            fields.update(fill)
+        return _new_record(fields)
 
     def _exec(
         self,
@@ -1278,7 +1405,7 @@ class Exchange:
             by_account = self._ground_by_account[order.account_id] = []
         by_account.append(rec)
         for s in self._recipients(order):
-            out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
+            out.append(s.report(rec))
         return rec
 
     def _pending(
@@ -1299,8 +1426,9 @@ class Exchange:
             order.cl_ord_id = cl
         rec = self._record(order, exec_type, exec_type, _PENDING_EXEC_ID, orig)
         order.cl_ord_id = saved
+        self._last_pending = (order, rec)
         for s in targets:
-            out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
+            out.append(s.report(rec))
 
     def _reject_order(
         self,
@@ -1349,7 +1477,7 @@ class Exchange:
                 s for s in self._sessions_of(sess.account_id) if s.is_listener and s is not sess
             ]
         for s in targets:
-            out.append(Outbound(s.key_id, b"8", render_execution_report(rec, s.flags)))
+            out.append(s.report(rec))
 
     # --- order lifecycle ---------------------------------------------------------------------
 
@@ -1366,7 +1494,15 @@ class Exchange:
         tif: str,
         stp: int = 1,
         sub: int = 0,
-        **kw: Any,
+        expire_time: float | None = None,
+        post_only: bool = False,
+        group_id: str | None = None,
+        cancel_on_pause: bool = False,
+        parties: tuple[tuple[int, bytes], ...] = (),
+        emit_new_before_trade: bool = False,
+        ioc_cancel_report: bool = False,
+        rfq_maker: bool = False,
+        rfq_quote: str | None = None,
     ) -> Order:
         self._order_seq += 1
         return Order(
@@ -1384,7 +1520,15 @@ class Exchange:
             seq=self._order_seq,
             stp=stp,
             sub=sub,
-            **kw,
+            expire_time=expire_time,
+            post_only=post_only,
+            group_id=group_id,
+            cancel_on_pause=cancel_on_pause,
+            parties=parties,
+            emit_new_before_trade=emit_new_before_trade,
+            ioc_cancel_report=ioc_cancel_report,
+            rfq_maker=rfq_maker,
+            rfq_quote=rfq_quote,
         )
 
     def _register(self, order: Order) -> None:
@@ -2124,7 +2268,7 @@ class Exchange:
         lo = bisect.bisect_left(gk, bkey)
         hi = max(lo, bisect.bisect_right(gk, ekey))
         for rec in gr[lo:hi]:
-            out.append(Outbound(sess.key_id, b"8", render_execution_report(rec, sess.flags)))
+            out.append(sess.report(rec))
         out.append(Outbound(sess.key_id, b"U2", ((45, ref), (21003, str(hi - lo).encode()))))
 
     # --- package-internal hooks for the RFQ desk ---------------------------------------------
