@@ -122,14 +122,27 @@ commit) collect their records in memory; the commit is then one append. With
 
 Same SQLite discipline as :mod:`sessions.store`: WAL, ``synchronous=NORMAL`` by default (process
 crashes lose nothing committed; ``FULL`` adds power-loss safety), errors as
-:class:`LedgerError` naming the file. The connection keeps SQLite's file lock while open (one
-supervisor per account). Not thread-safe.
+:class:`LedgerError` naming the file. An advisory lock on ``<ledger>-lock``, held while the
+ledger is open, keeps a second process out (one supervisor per account). Not thread-safe, except
+:meth:`~ExecutionLedger.checkpoint`.
+
+Checkpoints. SQLite copies the WAL back into the database file at a checkpoint; run by the
+commit that crosses ``wal_autocheckpoint`` (10,000 pages), that was a pause of ~80 ms of the
+event loop every ~20,000 reports. :meth:`~ExecutionLedger.checkpoint` does it through a
+connection of its own, in PASSIVE mode (it neither waits for the ledger's transactions nor
+blocks them), so the executions stream runs it in a worker thread every
+:data:`CHECKPOINT_ROWS` rows (~1,000 pages) while the loop goes on; SQLite's automatic
+checkpoint stays as a backstop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 import os
 import re
 import sqlite3
@@ -158,6 +171,7 @@ __all__ = [
     "DeliveredExecution",
     "DeliveryCursor",
     "ExecutionLedger",
+    "CHECKPOINT_ROWS",
     "LOG_BATCH_ROWS",
     "LOOKBACK_S",
     "LedgerError",
@@ -179,6 +193,11 @@ _Synchronous = Literal["NORMAL", "FULL"]
 _SOURCES = ("live", "dropcopy")
 _CHUNK = 500  # keys per "IN (...)" query: well under SQLite's variable limit
 _WAL_CHECKPOINT_PAGES = 10_000
+#: Rows written into the tables after which :meth:`ExecutionLedger.checkpoint` is due (about
+#: 1,000 WAL pages: ~8 ms of copying, in a worker thread; see "Checkpoints").
+CHECKPOINT_ROWS = 2048
+# The process lock beside the ledger: one supervisor process per account.
+_LOCK_SUFFIX = "-lock"
 # Offers of at most this many reports insert each one "if new" instead of looking them up first.
 _INSERT_EACH_MAX = 8
 # Live offers of at most this many reports go to the offer log (module docstring): also a
@@ -522,6 +541,12 @@ class ExecutionLedger:
         self._path = path
         self._account = account
         self._key: tuple[int, int] | None = None
+        self._lock_fd: int | None = None
+        # Checkpoints from a worker thread, through a connection of their own ("Checkpoints"
+        # in the module docstring); the lock keeps close() from closing it under them.
+        self._ckpt_conn: sqlite3.Connection | None = None
+        self._ckpt_lock = threading.Lock()
+        self._rows_since_checkpoint = 0
         # The acknowledgement file (module docstring, "Acks"); not with FULL, where an ack
         # must survive a power loss and SQLite's synced commit is what gives that, nor where
         # the platform has no positioned write.
@@ -773,13 +798,16 @@ class ExecutionLedger:
             key = _file_key(path)
             if key is not None:
                 _refuse_if_open(key, path)
+            lock_fd = _lock_process(path)
             try:
                 conn = sqlite3.connect(path, isolation_level=None, timeout=1.0)
             except sqlite3.Error as e:
+                _unlock_process(lock_fd)
                 raise _translate(e, path, "open") from e
             try:
                 _initialise(conn, path, account, now, synchronous)
                 ledger = cls(conn, path, account, synchronous)
+                ledger._lock_fd = lock_fd
                 key = _file_key(path)
                 if key is not None:
                     _refuse_if_open(key, path)
@@ -787,6 +815,7 @@ class ExecutionLedger:
                     ledger._key = key
             except BaseException:
                 conn.close()
+                _unlock_process(lock_fd)
                 raise
         return ledger
 
@@ -846,6 +875,7 @@ class ExecutionLedger:
                 if self._log_rows or self._log_queue:
                     conn.executemany(_INSERT, self._log_rows)
                     conn.executemany(_ENQUEUE, self._log_queue)
+                    self._rows_since_checkpoint += len(self._log_rows)
             except sqlite3.Error as e:
                 self._abort(conn)
                 raise _translate(e, self._path, what) from e
@@ -867,6 +897,36 @@ class ExecutionLedger:
         """Write the offer log's rows into the tables now, in one transaction, and empty the
         log (no-op when it is empty). Offers do it themselves at :attr:`write_behind_at`."""
         self._settle()
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """True once :data:`CHECKPOINT_ROWS` rows went into the tables since the last
+        :meth:`checkpoint`."""
+        return self._rows_since_checkpoint >= CHECKPOINT_ROWS
+
+    def checkpoint(self) -> int:
+        """Copy what the WAL holds back into the database file and return how many pages it
+        copied ("Checkpoints" in the module docstring). Safe to call from a worker thread
+        (``trio.to_thread.run_sync``) while the ledger goes on being used: it runs through a
+        connection of its own, and in PASSIVE mode, which neither waits for nor blocks the
+        ledger's transactions. One at a time; a no-op (0) where the platform has no process
+        lock (the ledger then keeps SQLite's exclusive lock, and SQLite checkpoints itself)."""
+        if self._lock_fd is None:
+            return 0
+        self._rows_since_checkpoint = 0
+        with self._ckpt_lock:
+            if self._conn is None:
+                return 0  # closed meanwhile
+            try:
+                conn = self._ckpt_conn
+                if conn is None:
+                    conn = self._ckpt_conn = sqlite3.connect(
+                        self._path, isolation_level=None, timeout=1.0, check_same_thread=False
+                    )
+                _busy, _log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error as e:
+                raise _translate(e, self._path, "checkpoint") from e
+        return max(int(copied), 0)
 
     def _write_behind(self, conn: sqlite3.Connection) -> None:
         """Write the resume points and order marks that moved since they were last written
@@ -1037,6 +1097,7 @@ class ExecutionLedger:
                 arrival += 1
             if not each and rows:
                 conn.executemany(_INSERT, rows)
+            self._rows_since_checkpoint += len(rows)
             queue = self._take(fresh, rows)
             if queue:
                 conn.executemany(_ENQUEUE, queue)
@@ -1514,17 +1575,28 @@ class ExecutionLedger:
             except LedgerError as e:
                 failure = e  # still close; then report it
         self._close_side_files()
+        with self._ckpt_lock:  # waits for a checkpoint in progress
+            ckpt, self._ckpt_conn = self._ckpt_conn, None
+            if ckpt is not None:
+                try:
+                    ckpt.close()
+                except sqlite3.Error:
+                    pass  # it only ever read and copied pages
         conn, self._conn = self._conn, None
         with _open_lock:
             if self._key is not None and _open_ledgers.get(self._key) is not None:
                 if _open_ledgers[self._key]() in (self, None):
                     del _open_ledgers[self._key]
             self._key = None
-        if conn is not None:
-            try:
-                conn.close()
-            except sqlite3.Error as e:
-                raise _translate(e, self._path, "close") from e
+        try:
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error as e:
+                    raise _translate(e, self._path, "close") from e
+        finally:
+            lock_fd, self._lock_fd = self._lock_fd, None
+            _unlock_process(lock_fd)
         if failure is not None:
             raise failure
 
@@ -1584,11 +1656,13 @@ def _initialise(
                 "state directory on a local filesystem"
             )
         conn.execute(f"PRAGMA synchronous = {synchronous}")
-        # One supervisor per account (its key locks), and no other process reads the file
-        # while it runs: keeping SQLite's file lock for the connection's lifetime saves the
-        # locking of every transaction (a quarter of an ack's cost). Another process opening
-        # the file meanwhile gets SQLITE_BUSY, reported as "another process holds the file".
-        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        # One supervisor per account: the process lock (_lock_process) keeps other processes
+        # out. SQLite's own locking stays NORMAL so that the checkpoint connection can work
+        # beside this one; live offers no longer run transactions (the offer log), so its
+        # per-transaction locking is paid once per write-behind. Without a process lock (no
+        # fcntl), SQLite's exclusive lock keeps other processes out instead.
+        if fcntl is None:  # pragma: no cover - not POSIX
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         # A checkpoint syncs the WAL and the database file (two fsyncs under NORMAL) and copies
         # pages back; SQLite's default of one per 1,000 WAL pages made one every ~170 live
         # commits, the largest part of a commit's cost on average (live offers, ack-on-next:
@@ -1636,3 +1710,35 @@ def _initialise(
             raise
     except sqlite3.Error as e:
         raise _translate(e, path, "open") from e
+
+
+def _lock_process(path: str) -> int | None:
+    """Take the ledger's process lock (``<ledger>-lock``, an advisory ``flock`` held while the
+    ledger is open): a second supervisor process for the same account is refused here."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return None
+    lock_path = path + _LOCK_SUFFIX
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise LedgerError(
+            f"execution ledger {path!r}: cannot open its lock file {lock_path!r}: "
+            f"{e.strerror or e}; check that the directory is writable by this user"
+        ) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LedgerError(
+            f"execution ledger {path!r}: another process holds the file; only one supervisor "
+            "may run an account"
+        ) from None
+    return fd
+
+
+def _unlock_process(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)  # releases the flock
+        except OSError:
+            pass

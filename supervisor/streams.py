@@ -235,6 +235,7 @@ class ExecutionStream(ObserverBase):
         self._spawn: Spawn | None = None
         self._commit_scheduled = False
         self._write_behind_scheduled = False
+        self._checkpointing = False
         #: Live copy of every delivered item (not durable; see module docstring).
         self.delivered: Fanout[DeliveredExecution] = Fanout()
         #: Reports that could not be used.
@@ -370,6 +371,13 @@ class ExecutionStream(ObserverBase):
         await trio.lowlevel.cancel_shielded_checkpoint()
         self._write_behind_scheduled = False
         self.ledger.write_behind()
+        if self.ledger.checkpoint_due and not self._checkpointing:
+            # Copying ~1,000 pages back takes milliseconds: in a thread, beside the loop.
+            self._checkpointing = True
+            try:
+                await trio.to_thread.run_sync(self.ledger.checkpoint)
+            finally:
+                self._checkpointing = False
 
     def hold(self) -> None:
         """Stop releasing until :meth:`release` (a gap is being recovered)."""

@@ -192,3 +192,57 @@ def test_a_log_that_cannot_be_emptied_is_an_error_naming_it(tmp_path: Path) -> N
             list(lg.history())
         # The offer itself was committed to the tables before the error.
         assert table_keys(lg) == ["1;1"]
+
+
+def test_a_checkpoint_runs_in_a_thread_beside_the_ledgers_own_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setattr(ledger_module, "CHECKPOINT_ROWS", 64)
+    with open_ledger(tmp_path) as lg:
+        cursor = lg.cursor()
+        for i in range(1, 65):
+            lg.offer(fill(f"1;{i}"), source="live", now=T0)
+        list(lg.history())  # written behind: 64 rows went into the tables
+        assert lg.checkpoint_due
+        copied: list[int] = []
+        worker = threading.Thread(target=lambda: copied.append(lg.checkpoint()))
+        worker.start()
+        # The ledger goes on meanwhile (PASSIVE: the checkpoint blocks none of this).
+        for i in range(65, 200):
+            lg.offer(fill(f"1;{i}"), source="live", now=T0)
+            assert cursor.next() is not None
+        worker.join()
+        assert copied and copied[0] > 0
+        assert lg.checkpoint_due  # 128 more rows were written behind meanwhile
+        assert lg.checkpoint() > 0 and not lg.checkpoint_due  # from this thread too
+        acked = lg.acked_through
+    with open_ledger(tmp_path) as lg:
+        assert len(keys(lg)) == 199 - acked  # nothing lost, nothing acked comes again
+
+
+def test_a_second_ledger_of_the_account_in_another_process_is_refused_by_the_lock_file(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    with open_ledger(tmp_path):
+        lock = Path(f"{files(tmp_path)['db']}-lock")
+        assert lock.exists()
+        code = (
+            "import sys; from supervisor.ledger import ExecutionLedger, LedgerError\n"
+            "try:\n"
+            f"    ExecutionLedger.open({str(tmp_path)!r}, {ACCOUNT!r})\n"
+            "except LedgerError as e:\n"
+            "    print(e); sys.exit(3)\n"
+        )
+        repo = Path(__file__).resolve().parents[2]
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=repo, timeout=30)
+        assert done.returncode == 3
+        assert "another process holds the file" in done.stdout
+    # Closed: the lock is released, the next process may open it.
+    with open_ledger(tmp_path):
+        pass

@@ -357,3 +357,37 @@ async def test_attached_stream_writes_the_offer_log_behind_after_the_burst(
         it = s.executions()
         assert [str(it.next_nowait().exec_id) for _ in range(2)] == ["4;1", "4;2"]
     s.ledger.close()
+
+
+async def test_attached_stream_checkpoints_the_ledger_in_a_worker_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from supervisor import ledger as ledger_module
+    from supervisor.ledger import LOG_BATCH_ROWS
+
+    monkeypatch.setattr(ledger_module, "CHECKPOINT_ROWS", LOG_BATCH_ROWS)
+    s = stream(tmp_path)
+    done = trio.Event()
+    ran_in: list[int] = []
+    real = s.ledger.checkpoint
+
+    def checkpoint() -> int:
+        ran_in.append(threading.get_ident())
+        copied = real()
+        trio.from_thread.run_sync(done.set)
+        return copied
+
+    s.ledger.checkpoint = checkpoint  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        s.attach({}, nursery.start_soon, lambda: T0)
+        burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
+                 for n in range(1, LOG_BATCH_ROWS + 1)]
+        for i in range(0, len(burst), 16):
+            s.application_messages("nr", burst[i : i + 16])
+        with trio.fail_after(10):
+            await done.wait()
+        assert ran_in and ran_in[0] != threading.get_ident()
+        assert not s.ledger.checkpoint_due
+    s.ledger.close()
