@@ -304,7 +304,9 @@ class FixSession:
         self, msg_type: bytes | str, body: Iterable[tuple[int, Value]], now: float
     ) -> int:
         mt = msg_type.encode("ascii") if isinstance(msg_type, str) else msg_type
-        pairs = body if type(body) is list else list(body)
+        # A list or tuple goes as it is (the gateway's reports are tuples); other iterables
+        # are read once into a list.
+        pairs = body if type(body) in (list, tuple) else list(body)
         try:
             # Bodies of (int, bytes) pairs (pre-rendered reports, order entry's requests) go
             # to the codec as they are: checking every field first cost more than encoding.

@@ -186,6 +186,8 @@ class FixMessage:
 # SendingTime and every simulated report a TransactTime, many to a second, so the date and time
 # of day are printed once per second. One tuple, replaced whole, so threads never see halves.
 _last_second: tuple[int | None, bytes] = (None, b"")
+# b".000" … b".999": the milliseconds of a timestamp, looked up rather than formatted.
+_MILLIS = [b".%03d" % i for i in range(1000)]
 
 
 def utc_timestamp(now: float) -> bytes:
@@ -199,7 +201,7 @@ def utc_timestamp(now: float) -> bytes:
             t.year, t.month, t.day, t.hour, t.minute, t.second
         )
         _last_second = (secs, text)
-    return b"%s.%03d" % (text, milli)
+    return text + _MILLIS[milli]
 
 
 # Epoch seconds at the start of recently seen minutes, keyed by b"YYYYMMDD-HH:MM": every
