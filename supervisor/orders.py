@@ -315,7 +315,8 @@ class _Order:
     # garbage collector's lists once it has been seen, and every open order keeps one.
     cls: tuple[str, ...] = ()
     # ClOrdIDs a real report mentioned (11 or 41), or a 35=9 answered: pending copies are stale.
-    answered: set[str] = attrs.Factory(set)
+    # A tuple, as cls: a set stays on the garbage collector's lists for the order's lifetime.
+    answered: tuple[str, ...] = ()
     pending: dict[str, str] = attrs.Factory(dict)  # ClOrdID -> pending OrdStatus
     rejected: _Report | None = None  # a reject, when no real report exists (yet)
     # Request fields from mark_sent, used until the exchange reports the order.
@@ -379,7 +380,7 @@ class OrderTracker:
             self._by_order_id[b.order_id] = a
         for r in b.real.values():
             self._apply_real(a, r)
-        a.answered |= b.answered
+        a.answered += tuple(cl for cl in b.answered if cl not in a.answered)
         for cl, st in b.pending.items():
             a.pending.setdefault(cl, st)
         for cl in list(a.pending):
@@ -465,7 +466,8 @@ class OrderTracker:
             order.latest = latest = r
         for cl in (r.cl_ord_id, r.orig_cl_ord_id):
             if cl is not None:
-                order.answered.add(cl)
+                if cl not in order.answered:
+                    order.answered += (cl,)
                 order.pending.pop(cl, None)
                 # The exchange has spoken about this ClOrdID: its outcome is no longer unknown.
                 self._ambiguous.pop(cl, None)
@@ -572,7 +574,8 @@ class OrderTracker:
             self._ambiguous[cl] = _EXCHANGE_UNAVAILABLE
             order.pending.pop(cl, None)
             return changed
-        order.answered.add(cl)
+        if cl not in order.answered:
+            order.answered += (cl,)
         order.pending.pop(cl, None)
         self._ambiguous.pop(cl, None)
         return True
