@@ -59,7 +59,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
 
 import attrs
 import trio
@@ -221,13 +221,13 @@ class _Waiter:
         return self.value
 
 
-@attrs.define
-class _Request:
+class _Request(NamedTuple):
+    """A request sent (internal). Kept as a plain tuple of its fields in ``_requests``."""
+
     cl_ord_id: str
     session: str
     msg_type: str
     retry: bool
-    seq_num: int = 0
     shard: int | None = None
 
 
@@ -282,7 +282,8 @@ class OrderEntry(ObserverBase):
         #: Outcomes the application should hear about (ambiguity, refusals, mass cancels).
         self.events: Fanout[OrderEvent] = Fanout(history=200)
         self.handles: dict[str, SessionHandle] = {}
-        self._requests: dict[str, _Request] = {}
+        # ClOrdID -> the request's fields as a plain tuple (see _Request; read via _request()).
+        self._requests: dict[str, tuple[str, str, str, bool, int | None]] = {}
         self._reserved: set[str] = set()
         self._amb: dict[str, _Ambiguity] = {}
         self._resending: set[str] = set()
@@ -389,7 +390,7 @@ class OrderEntry(ObserverBase):
         for key in [k for k in self._by_seq if k[0] == name]:
             del self._by_seq[key]
         for cl in self.tracker.in_flight():
-            req = self._requests.get(cl)
+            req = self._request(cl)
             if req is None or req.session != name:
                 continue
             self.tracker.mark_ambiguous(cl, f"in flight when {name} went down")
@@ -397,7 +398,7 @@ class OrderEntry(ObserverBase):
         for cl in self.tracker.still_pending():
             # Acknowledged as pending, but the outcome (which may have been a reject — never
             # replayed) was lost with the connection (REFERENCE §6 step 5).
-            req = self._requests.get(cl)
+            req = self._request(cl)
             if req is None or req.session != name or cl in self._amb:
                 continue
             self.tracker.mark_ambiguous(cl, f"pending at the exchange when {name} went down")
@@ -470,7 +471,7 @@ class OrderEntry(ObserverBase):
         cl = msg.get_str(379)
         if cl is None and ref_seq_raw is not None and ref_seq_raw.isdigit():
             cl = self._by_seq.get((name, int(ref_seq_raw)))
-        req = self._requests.get(cl) if cl is not None else None
+        req = self._request(cl) if cl is not None else None
         if reason == 8 and self.limiter is not None:
             self.limiter.throttled(req.shard if req is not None else None)
         if ref_type == b"UOG":
@@ -584,7 +585,11 @@ class OrderEntry(ObserverBase):
             request = FixMessage()
             request.pairs = [(35, mt), *wire]  # rendered already: no second check of the pairs
             self.tracker.mark_sent(cl, request)
-            req = self._requests[cl] = _Request(cl, handle.name, msg_type, retry, shard=shard)
+            req = _Request(cl, handle.name, msg_type, retry, shard)
+            # Stored as a plain tuple: the garbage collector stops tracking that (not a
+            # subclass), and a resting order's request would otherwise be walked by every
+            # full collection.
+            self._requests[cl] = tuple(req)
         try:
             if req is not None:
                 self._log_request(cl or "", handle.name, mt, wire)
@@ -601,13 +606,14 @@ class OrderEntry(ObserverBase):
             raise
         if cl is not None:
             self._remember_seq(handle.name, seq, cl)
-            if req is None:
-                req = self._requests.get(cl)
-            if req is not None:
-                req.seq_num = seq
-                if len(self._requests) >= self._sweep_at:
-                    self._sweep_requests()
+            if len(self._requests) >= self._sweep_at:
+                self._sweep_requests()
         return OrderTicket(cl or "", handle.name, msg_type, seq)
+
+    def _request(self, cl: str) -> _Request | None:
+        """The request sent under ClOrdID ``cl``, if it is still remembered."""
+        fields = self._requests.get(cl)
+        return None if fields is None else _Request._make(fields)
 
     def _remember_seq(self, session: str, seq: int, cl: str) -> None:
         by_seq = self._by_seq
@@ -693,7 +699,7 @@ class OrderEntry(ObserverBase):
 
     def _origin_session(self, state: OrderState) -> str | None:
         for cl in state.cl_ord_ids:
-            req = self._requests.get(cl)
+            req = self._request(cl)
             if req is not None:
                 return req.session
         return None
@@ -908,7 +914,7 @@ class OrderEntry(ObserverBase):
         still = {a.cl_ord_id for a in self.tracker.ambiguous()}
         for cl in [c for c in self._amb if c not in still and c not in self._resending]:
             del self._amb[cl]
-            req = self._requests.get(cl)
+            req = self._request(cl)
             self.events.publish(
                 AmbiguityResolved(
                     cl, "known", "the exchange reported it", self.tracker.get(cl),
@@ -952,7 +958,7 @@ class OrderEntry(ObserverBase):
                     AmbiguityResolved(cl, "known", amb.reason, resolution.order, amb.msg_type)
                 )
                 continue
-            req = self._requests.get(cl)
+            req = self._request(cl)
             attempts = amb.attempts
             why: str | None = None
             if req is None and amb.request is not None:
@@ -978,7 +984,7 @@ class OrderEntry(ObserverBase):
 
     def _not_received(self, cl: str, msg_type: str | None, reason: str) -> None:
         """Close a request that never reached the exchange and tell the application."""
-        req = self._requests.get(cl) or _Request(cl, "", msg_type or "D", False)
+        req = self._request(cl) or _Request(cl, "", msg_type or "D", False)
         # The order never existed: record it as rejected locally (the application sees the
         # reason), so it is neither open nor pending for ever.
         self.tracker.apply(_local_reject(req, "NOT_RECEIVED_BY_EXCHANGE"))
@@ -993,7 +999,8 @@ class OrderEntry(ObserverBase):
 
     async def _resend(self, cl: str, request: FixMessage, reason: str) -> None:
         """Send the same request again, with the same ClOrdID, once its session is up."""
-        req = self._requests[cl]
+        req = self._request(cl)
+        assert req is not None  # a resend is only started for a known request
         handle = self.handles[req.session]
         body = [(t, v) for t, v in request.pairs if t != 35]
         exposure = req.msg_type in ("D", "G")
@@ -1028,7 +1035,6 @@ class OrderEntry(ObserverBase):
                 except (DuplicateRequestError, SupervisorError, RequestLogError) as e:
                     self._not_received(cl, req.msg_type, f"{reason}; not resent: {e}")
                     return
-                req.seq_num = seq
                 self._remember_seq(handle.name, seq, cl)
                 self.events.publish(
                     AmbiguityResolved(
