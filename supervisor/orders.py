@@ -36,7 +36,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -291,16 +291,22 @@ def _message(pairs: tuple[tuple[int, bytes], ...]) -> FixMessage:
     return message
 
 
-@attrs.define
-class _Request:
+class _Request(NamedTuple):
+    """A request sent (internal). Stored in ``OrderTracker._requests`` as a plain tuple of these
+    fields — pairs as (int, bytes) tuples, not a message — because the garbage collector stops
+    tracking a plain tuple of plain values, where an object (or a named tuple) would be walked
+    by every full collection for as long as its order rests. Changed by replacing it."""
+
     cl_ord_id: str
     msg_type: str
-    # The request's pairs, kept as a tuple rather than a copy of the message: a tuple of
-    # (int, bytes) pairs leaves the garbage collector's lists at its first pass, where a
-    # FixMessage and its list would be traversed by every collection for the order's lifetime.
     pairs: tuple[tuple[int, bytes], ...]
     attempts: int = 1
     retry_ready: bool = False
+
+
+# The stored tuple's last place: _apply_real clears it by slicing (once per real report).
+_RETRY_READY = len(_Request._fields) - 1
+assert _Request._fields[_RETRY_READY] == "retry_ready"
 
 
 @attrs.define(eq=False)
@@ -341,7 +347,7 @@ class OrderTracker:
         self._by_cl: dict[str, _Order] = {}
         self._by_order_id: dict[str, _Order] = {}
         self._orders: list[_Order] = []
-        self._requests: dict[str, _Request] = {}
+        self._requests: dict[str, tuple[Any, ...]] = {}  # ClOrdID -> a _Request's fields
         self._ambiguous: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------- lookup
@@ -471,9 +477,9 @@ class OrderTracker:
                 order.pending.pop(cl, None)
                 # The exchange has spoken about this ClOrdID: its outcome is no longer unknown.
                 self._ambiguous.pop(cl, None)
-                req = self._requests.get(cl)
-                if req is not None:
-                    req.retry_ready = False
+                stored = self._requests.get(cl)
+                if stored is not None and stored[_RETRY_READY]:
+                    self._requests[cl] = stored[:_RETRY_READY] + (False,)
         if latest.ord_status in CLOSED_STATUSES:  # order.closed, latest being set
             order.pending.clear()
         return True
@@ -525,7 +531,7 @@ class OrderTracker:
         changed = self._note_text(order, r.text)
         if cl in order.answered:
             return changed  # the exchange reported this ClOrdID for real: the reject is history
-        req = self._requests.get(cl)
+        req = self._request(cl)
         text = r.text or ""
         if text == _EXCHANGE_UNAVAILABLE:
             changed |= self._ambiguous.get(cl) != _EXCHANGE_UNAVAILABLE
@@ -549,8 +555,8 @@ class OrderTracker:
         order.rejected = r
         order.pending.pop(cl, None)
         self._ambiguous.pop(cl, None)
-        if req is not None:
-            req.retry_ready = False
+        if req is not None and req.retry_ready:
+            self._store_request(req._replace(retry_ready=False))
         return True
 
     def _apply_cancel_reject(self, r: _Report) -> bool:
@@ -605,7 +611,7 @@ class OrderTracker:
                 f"mark_sent({cl_ord_id!r}): the request carries ClOrdID(11)={carried_cl!r}"
             )
         msg_type = mt.decode()
-        prior = self._requests.get(cl_ord_id)
+        prior = self._request(cl_ord_id)
         if prior is not None:
             if not prior.retry_ready or prior.msg_type != msg_type:
                 state = (
@@ -617,9 +623,11 @@ class OrderTracker:
                     f"ClOrdID {cl_ord_id!r} cannot be sent again: {state}. A retry must reuse "
                     "the same request after resolve() answered RESEND_SAME_CLORDID"
                 )
-            prior.attempts += 1
-            prior.retry_ready = False
-            prior.pairs = tuple(request.pairs)
+            self._store_request(
+                prior._replace(
+                    attempts=prior.attempts + 1, retry_ready=False, pairs=tuple(request.pairs)
+                )
+            )
             return
         if cl_ord_id in self._by_cl:
             raise DuplicateRequestError(
@@ -647,7 +655,14 @@ class OrderTracker:
                 )
             order = found
         self._link_cl(order, cl_ord_id)
-        self._requests[cl_ord_id] = _Request(cl_ord_id, msg_type, tuple(request.pairs))
+        self._store_request(_Request(cl_ord_id, msg_type, tuple(request.pairs)))
+
+    def _request(self, cl_ord_id: str) -> _Request | None:
+        stored = self._requests.get(cl_ord_id)
+        return None if stored is None else _Request._make(stored)
+
+    def _store_request(self, req: _Request) -> None:
+        self._requests[req.cl_ord_id] = tuple(req)  # plain: see _Request
 
     def forget_closed(self, keep: int) -> int:
         """Forget the oldest closed orders beyond the ``keep`` most recent ones, so that a
@@ -696,7 +711,7 @@ class OrderTracker:
         """ClOrdIDs of requests sent but not yet answered by any report (in sending order).
         After a disconnect the supervisor marks these ambiguous."""
         out = []
-        for cl, req in self._requests.items():
+        for cl, stored in self._requests.items():
             order = self._by_cl[cl]
             answered = (
                 cl in order.answered
@@ -704,7 +719,7 @@ class OrderTracker:
                 or (order.rejected is not None and order.rejected.cl_ord_id == cl)
                 or cl in self._ambiguous
             )
-            if not answered and not req.retry_ready:
+            if not answered and not stored[_RETRY_READY]:
                 out.append(cl)
         return out
 
@@ -734,7 +749,7 @@ class OrderTracker:
         """Requests whose outcome is unknown, in the order they became ambiguous."""
         out = []
         for cl, reason in self._ambiguous.items():
-            req = self._requests.get(cl)
+            req = self._request(cl)
             out.append(
                 AmbiguousRequest(
                     cl_ord_id=cl,
@@ -766,9 +781,9 @@ class OrderTracker:
             outcome = ResolutionOutcome.KNOWN
         else:
             self._ambiguous.pop(cl_ord_id, None)
-            req = self._requests.get(cl_ord_id)
+            req = self._request(cl_ord_id)
             if req is not None:
-                req.retry_ready = True
+                self._store_request(req._replace(retry_ready=True))
             outcome = ResolutionOutcome.RESEND_SAME_CLORDID
         return Resolution(cl_ord_id, outcome, self._snapshot(order))
 
@@ -837,7 +852,7 @@ class OrderTracker:
             and cl not in order.pending
             and not (order.rejected is not None and order.rejected.cl_ord_id == cl)
             and cl not in self._ambiguous
-            and not self._requests[cl].retry_ready
+            and not self._requests[cl][_RETRY_READY]
         )
         if latest is not None:
             status: str | None = latest.ord_status
