@@ -164,7 +164,7 @@ from sessions.message import FixMessage
 from .execid import ExecId, ExecIdError
 from .orders import ReportError
 from .reconcile import LOOKBACK_S
-from .records import frame, read_frames
+from .records import frame, read_all, read_frames
 
 __all__ = [
     "DEFAULT_KEEP_S",
@@ -672,8 +672,7 @@ class ExecutionLedger:
         if fd is None:
             return
         try:
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, size, 0) if size else b""
+            data = read_all(fd)
         except OSError as e:
             raise LedgerError(
                 f"execution ledger {self._path!r}: cannot read its offer log: {e.strerror or e}"

@@ -346,8 +346,8 @@ class OrderEntry(ObserverBase):
     def _restore_logged_requests(self) -> None:
         """Requests the last process sent and the ledger has no report of: ambiguous again."""
         log = self.request_log
-        if log is None:
-            return
+        if log is None or not log.recovered:
+            return  # nothing unanswered in the file: no rewrite at start-up
         tracker = self.tracker
         for logged in log.recovered.values():
             cl = logged.cl_ord_id
@@ -599,9 +599,8 @@ class OrderEntry(ObserverBase):
                 self.limiter.refund(shard)
             if req is not None:
                 # Not sent at all: close it locally so it is neither in flight nor ambiguous.
-                why = "NOT_SENT_REQUEST_LOG" if isinstance(e, RequestLogError) else (
-                    "NOT_SENT_SESSION_DOWN"
-                )
+                down = isinstance(e, SessionNotActive)
+                why = "NOT_SENT_SESSION_DOWN" if down else "NOT_SENT_REQUEST_LOG"
                 self.tracker.apply(_local_reject(req, why))
             raise
         if cl is not None:

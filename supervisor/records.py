@@ -12,13 +12,14 @@ planted file cannot run code.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["frame", "read_frames"]
+__all__ = ["frame", "read_all", "read_frames"]
 
 _HEADER = struct.Struct("<II")
 
@@ -32,6 +33,12 @@ def frame(data: Any, seed: int) -> bytes:
     """One record holding ``data`` (plain data only), checksummed from ``seed``."""
     payload = pickle.dumps(data, protocol=4)
     return _HEADER.pack(len(payload), zlib.crc32(payload, seed)) + payload
+
+
+def read_all(fd: int) -> bytes:
+    """Everything in the file open as ``fd`` (raises ``OSError``)."""
+    size = os.fstat(fd).st_size
+    return os.pread(fd, size, 0) if size else b""
 
 
 def read_frames(buffer: bytes, seed: int) -> Iterator[Any]:

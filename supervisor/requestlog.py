@@ -30,7 +30,7 @@ import attrs
 
 from sessions.errors import StoreError
 
-from .records import frame, read_frames
+from .records import frame, read_all, read_frames
 
 __all__ = ["COMPACT_EVERY", "LoggedRequest", "RequestLog", "RequestLogError"]
 
@@ -102,8 +102,7 @@ class RequestLog:
                 "state directory is writable by this user"
             ) from e
         try:
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, size, 0) if size else b""
+            data = read_all(fd)
         except OSError as e:
             os.close(fd)
             raise RequestLogError(
@@ -162,8 +161,7 @@ class RequestLog:
         if fd is None:
             raise RequestLogError(f"the request log {self._path!r} is closed")
         try:
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, size, 0) if size else b""
+            data = read_all(fd)
         except OSError as e:
             raise RequestLogError(f"cannot read the request log {self._path!r}: {e}") from e
         latest = _latest(_records(data, self._seed))
