@@ -16,9 +16,11 @@ counts. The client-side rate limiter is given the Prestige tier at one token an 
 for every order but never holds one back (1,000 orders/s is beyond any tier's budget at
 Kalshi's 10 tokens a message, and the benchmark measures the stack, not the budget).
 
-Orders are one-lot GTC buys at 5¢: they rest and nothing trades. The gateway answers each with
-Kalshi's default pair of reports, pending (``150=A``) then acknowledged (``150=0``), written
-together; the first one the application receives is the answer. Figures:
+Orders are one-lot GTC buys at 5¢: they rest and nothing trades. The session logs on as the
+README's configuration does, with SkipPendingExecReports (``21011=Y``), so the gateway answers each
+order with its acknowledgement (``150=0``) alone, not Kalshi's default pair of pending
+(``150=A``, which carries no ExecID and which the drop copy never replays) then acknowledged; that
+acknowledgement is the answer. Figures:
 
 * ``roundtrip_p50_us`` / ``roundtrip_p99_us``: ``new_order`` → the order's first
   ExecutionReport out of the exactly-once iterator, paced at 1,000 orders/s on a fixed schedule
@@ -169,6 +171,9 @@ tls = false
 key_id = "{key_id}"
 private_key = "{private_key}"
 store_dir = "store"
+
+[session.{_SESSION}.logon]
+skip_pending_exec_reports = true
 
 [supervisor]
 state_dir = "state"
