@@ -252,7 +252,15 @@ class MemoryStore:
     def prune(self, older_than: float) -> int:
         """Drop messages sent before ``older_than``; return how many were dropped."""
         self._check_open()
-        old = [seq for seq, (t, _) in self._messages.items() if t < older_than]
+        # The messages are held in the order they were sent, so the old ones lead: stop at the
+        # first young one. Walking all of them ran every _PRUNE_EVERY sends over everything
+        # retained (a day of an order session's messages). One left behind a younger one (the
+        # clock stepped back) goes at a later prune.
+        old = []
+        for seq, (t, _) in self._messages.items():
+            if t >= older_than:
+                break
+            old.append(seq)
         for seq in old:
             self._remember(seq)
             del self._messages[seq]

@@ -185,6 +185,18 @@ def test_prune_drops_only_older_messages(store: Any) -> None:
     assert store.next_sender_seq == 7
 
 
+def test_memory_prune_stops_at_the_first_young_message() -> None:
+    # Messages are pruned in the order they were sent: one sent after a younger one (the clock
+    # stepped back) waits for the younger one to go, instead of every prune walking them all.
+    store = MemoryStore(now=T0)
+    for seq, t in [(1, 10), (2, 50), (3, 20), (4, 60)]:
+        send(store, seq, t=T0 + t)
+    assert store.prune(T0 + 30) == 1
+    assert [s for s, _ in store.get_sent(1, 0)] == [2, 3, 4]
+    assert store.prune(T0 + 55) == 2  # 50, then 20 behind it
+    assert [s for s, _ in store.get_sent(1, 0)] == [4]
+
+
 def test_record_sent_prunes_opportunistically(make_store: StoreFactory) -> None:
     store = make_store(retention_s=100.0)
     for seq in range(1, 2501):
