@@ -17,7 +17,9 @@ MsgType, send time and the request's fields (or, to forget a request closed with
 its ClOrdID with an empty MsgType). Durable against a process crash once the write returns,
 like the ledger's offer log; a torn last record (power loss) ends the reading. The file is
 rewritten (to a temporary file, then renamed over it) with only the requests still unanswered:
-at start, and every :data:`COMPACT_EVERY` appends.
+at start, and every :data:`COMPACT_EVERY` appends. The rewrite takes the records from memory
+(the last one of each ClOrdID the file holds), not from the file: reading and unpickling 8,192
+records back stalled the order path for ~75 ms.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class RequestLog:
         #: Requests found in the file at open (ClOrdID → request).
         self.recovered = recovered
         self._appends = 0
+        # What the file holds, as _latest() would read it back: the last record of each
+        # ClOrdID not forgotten since, already framed — what a compaction keeps is copied from
+        # here.
+        self._frames: dict[str, bytes] = {cl: _frame(r, seed) for cl, r in recovered.items()}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], account: str) -> RequestLog:
@@ -141,6 +147,10 @@ class RequestLog:
                 f"(disk full?); the request {request.cl_ord_id!r} was not sent"
             )
         self._appends += 1
+        if request.msg_type:
+            self._frames[request.cl_ord_id] = record
+        else:
+            self._frames.pop(request.cl_ord_id, None)
 
     def forget(self, cl_ord_id: str) -> None:
         """Record that the request ``cl_ord_id`` is settled although the ledger has no report
@@ -157,16 +167,11 @@ class RequestLog:
         """Rewrite the file with only the requests whose ClOrdID ``keep`` accepts (the ones
         still unanswered); returns how many were kept. Atomic: a crash leaves the old file or
         the new one."""
-        fd = self._fd
-        if fd is None:
+        if self._fd is None:
             raise RequestLogError(f"the request log {self._path!r} is closed")
-        try:
-            data = read_all(fd)
-        except OSError as e:
-            raise RequestLogError(f"cannot read the request log {self._path!r}: {e}") from e
-        latest = _latest(_records(data, self._seed))
-        kept = {cl: r for cl, r in latest.items() if keep(cl)}
-        self._replace(b"".join(_frame(r, self._seed) for r in kept.values()))
+        kept = {cl: f for cl, f in self._frames.items() if keep(cl)}
+        self._replace(b"".join(kept.values()))
+        self._frames = kept
         self._appends = 0
         return len(kept)
 

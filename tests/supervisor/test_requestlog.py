@@ -83,6 +83,26 @@ def test_compaction_keeps_what_it_is_told_and_is_due_after_enough_appends(
     assert list(RequestLog.open(path, "acct").recovered) == ["b", "d"]
 
 
+def test_compaction_writes_the_last_record_of_each_request_the_file_holds(tmp_path: Path) -> None:
+    # The rewrite takes the records from memory, not from the file: it must keep exactly what
+    # reading the file back would — requests recovered at open, the last of a retried one, not
+    # a forgotten one.
+    path = tmp_path / "acct-requests"
+    log = RequestLog.open(path, "acct")
+    log.record(req("old"))
+    log.close()
+    log = RequestLog.open(path, "acct")
+    retried = LoggedRequest("b", "orders", b"D", 1_900_000_001.0, ((11, b"b"), (38, b"2")))
+    for r in (req("a"), req("b"), req("c"), retried):
+        log.record(r)
+    log.forget("c")
+    assert log.compact(lambda cl: cl != "a") == 2
+    log.close()
+    again = RequestLog.open(path, "acct")
+    assert again.recovered == {"old": req("old"), "b": retried}
+    again.close()
+
+
 def test_a_failed_append_raises_naming_the_file_and_leaves_no_torn_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
