@@ -890,9 +890,11 @@ def build_settings(session_config: Any, sign_logon: Callable[[bytes], bytes] | N
 def open_session_store(session_config: Any, now: float) -> MessageStore:
     """The store of a configured session: the :class:`~sessions.store.SqliteStore` in its
     ``store_dir`` when it uses a durable store (``SessionConfig.uses_durable_store``), else a
-    :class:`~sessions.store.MemoryStore`."""
+    :class:`~sessions.store.MemoryStore` — which keeps no sent message where the session answers
+    no ResendRequest (``retransmission`` off: KalshiNR, DC, PT and RFQ by default), since nothing
+    would ever read them back."""
     if not getattr(session_config, "uses_durable_store", True):
-        return MemoryStore(now=now)
+        return MemoryStore(now=now, keep_messages=getattr(session_config, "retransmission", True))
     return SqliteStore.open(
         session_config.store_dir,
         session_config.profile.target_comp_id,

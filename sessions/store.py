@@ -136,12 +136,21 @@ class MemoryStore:
     """:class:`MessageStore` kept in memory only: same rules as :class:`SqliteStore`, no file.
 
     Use it in tests and for sessions that always log on with ResetSeqNumFlag=Y (KalshiNR, DC,
-    RFQ, MD), where nothing needs to survive a restart.
+    RFQ, MD), where nothing needs to survive a restart. With ``keep_messages=False`` it counts
+    sequence numbers only and keeps no sent message (:meth:`get_sent` finds none): for a session
+    that answers no ResendRequest, which would otherwise hold a day of messages it never reads.
     """
 
-    def __init__(self, *, now: float = 0.0, retention_s: float = DEFAULT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        *,
+        now: float = 0.0,
+        retention_s: float = DEFAULT_RETENTION_S,
+        keep_messages: bool = True,
+    ) -> None:
         _check_retention(retention_s)
         self._retention_s = float(retention_s)
+        self._keep = keep_messages
         self._sender = 1
         self._target = 1
         self._creation_time = float(now)
@@ -220,7 +229,7 @@ class MemoryStore:
                 f"record_sent got MsgSeqNum {seq!r} but the next outgoing number is "
                 f"{self._sender}; a skipped or repeated number is a bug in the caller"
             )
-        if application:
+        if application and self._keep:
             self._remember(seq)
             self._messages[seq] = (float(sending_time), bytes(raw))
         self._sender = seq + 1

@@ -197,6 +197,26 @@ def test_memory_prune_stops_at_the_first_young_message() -> None:
     assert [s for s, _ in store.get_sent(1, 0)] == [4]
 
 
+def test_memory_store_without_messages_counts_sequence_numbers_only() -> None:
+    store = MemoryStore(now=T0, keep_messages=False)
+    for seq in range(1, 4):
+        send(store, seq, t=T0 + seq)
+    assert store.next_sender_seq == 4
+    assert store.get_sent(1, 0) == []
+
+
+def test_a_session_without_retransmission_gets_a_store_that_keeps_no_message() -> None:
+    from types import SimpleNamespace
+
+    from sessions.driver import open_session_store
+
+    for retransmission, kept in ((False, []), (True, [1])):
+        cfg = SimpleNamespace(uses_durable_store=False, retransmission=retransmission)
+        store = open_session_store(cfg, T0)
+        send(store, 1, t=T0)
+        assert [s for s, _ in store.get_sent(1, 0)] == kept
+
+
 def test_record_sent_prunes_opportunistically(make_store: StoreFactory) -> None:
     store = make_store(retention_s=100.0)
     for seq in range(1, 2501):
