@@ -36,6 +36,7 @@ from .events import (
     ResendRequestSent,
     ResendServed,
     SequenceGap,
+    SequenceNumbersReset,
     SequenceResetReceived,
     SessionEnded,
     TestResponse,
@@ -124,7 +125,9 @@ class FixConnection:
         # Resend bookkeeping: while we wait for the peer to fill a gap, later messages wait here.
         self._resend_through: int | None = None
         self._resend_progress_at = 0.0  # when the gap last shrank (or was first requested)
-        self._queue: dict[int, tuple[FixMessage, float]] = {}  # seq -> (message, received at)
+        # seq -> (message, received at, already handled): a ResendRequest that arrived ahead of
+        # the gap is answered at once and waits here only to be counted in its turn.
+        self._queue: dict[int, tuple[FixMessage, float, bool]] = {}
         # Acceptor: the Logon under review and anything that arrived behind it.
         self._pending_logon: FixMessage | None = None
         self._held: list[FixMessage] = []
@@ -292,14 +295,15 @@ class FixConnection:
             if seq != 1:
                 self._fatal(now, f"Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got {seq}")
                 return self._take_events()
+        elif seq < store_.next_target_seq:
+            # FIX (test case 1B): a Logon numbered below what we expect is answered with a
+            # Logout, not with our Logon followed by one.
+            self._fatal(
+                now, f"MsgSeqNum too low, expecting {store_.next_target_seq} but received {seq}"
+            )
+            return self._take_events()
         self._reset_requested = reset
-        body: list[tuple[int, bytes]] = [
-            (T.ENCRYPT_METHOD, b"0"),
-            (T.HEART_BT_INT, str(self.heartbeat_interval).encode()),
-        ]
-        if reset:
-            body.append((T.RESET_SEQ_NUM_FLAG, b"Y"))
-        body.append((T.DEFAULT_APPL_VER_ID, self.settings.default_appl_ver_id))
+        body = self._acceptor_logon_body(reset=reset)
         body.extend(fields)
         self._send(MsgType.LOGON, body, now)
         self._become_active(logon, seq, now)
@@ -393,9 +397,14 @@ class FixConnection:
         # One index of the fields for every check below (a scan per tag would cost more).
         f = msg.first_values()
         msg_type = f.get(T.MSG_TYPE)
-        if msg_type is None:
-            # FIX treats a message without MsgType as garbled: ignore it, do not count it.
-            self._events.append(GarbledMessage("missing MsgType(35)", b""))
+        if msg_type is None or msg.pairs[2][0] != T.MSG_TYPE:
+            # FIX: BeginString, BodyLength and MsgType must be the first three fields (the codec
+            # checks the first two); a message without MsgType, or with it elsewhere, is garbled:
+            # ignored, not counted, no Reject (Session Layer Test Cases 2d/2m).
+            self._events.append(GarbledMessage(
+                "missing MsgType(35)" if msg_type is None else "MsgType(35) is not the third field",
+                b"",
+            ))
             return
         if f.get(T.BEGIN_STRING) != self.settings.begin_string:
             got = (f.get(T.BEGIN_STRING) or b"").decode("latin-1")
@@ -439,11 +448,19 @@ class FixConnection:
     ) -> None:
         """Apply the MsgSeqNum rules to a message of an active session (``fields``: its
         ``first_values()``)."""
-        if msg_type == MsgType.SEQUENCE_RESET and fields.get(T.GAP_FILL_FLAG) != b"Y":
-            # Reset mode ignores MsgSeqNum by definition.
-            if self._header_ok(msg, msg_type, seq, now, count=False):
-                self._on_sequence_reset(msg, seq, now, gap_fill=False)
-            return
+        if msg_type in _SEQUENCE_EXEMPT:
+            if msg_type == MsgType.SEQUENCE_RESET:
+                if fields.get(T.GAP_FILL_FLAG) != b"Y":
+                    # Reset mode ignores MsgSeqNum by definition.
+                    if self._header_ok(msg, msg_type, seq, now, count=False):
+                        self._on_sequence_reset(msg, seq, now, gap_fill=False)
+                    return
+            elif fields.get(T.RESET_SEQ_NUM_FLAG) == b"Y":
+                # FIX: a Logon with ResetSeqNumFlag=Y during a session restarts both numbers at
+                # 1; its own MsgSeqNum is 1, so it must not meet the "too low" rule first.
+                if self._header_ok(msg, msg_type, seq, now, count=False):
+                    self._on_reset_logon(msg, seq, now)
+                return
         expected = self._store_().next_target_seq
         if seq == expected:
             self._process(msg, msg_type, seq, now, fields=fields)
@@ -468,11 +485,16 @@ class FixConnection:
             self._process(msg, msg_type, seq, now)
             return
         if msg_type == MsgType.RESEND_REQUEST:
-            # FIX: answer the peer's ResendRequest first, then ask for our own gap.
+            # FIX: answer the peer's ResendRequest first, then ask for our own gap. It is also
+            # queued, as handled, so that its number is counted once the gap is filled even if
+            # the peer's fill stops short of it (as QuickFIX engines do).
             if self._header_ok(msg, msg_type, seq, now, count=False):
                 self._on_resend_request(msg, seq, now)
+                self._queue[seq] = (msg, now, True)
+            elif self.state is State.CLOSED:
+                return  # a CompID or SendingTime problem: logged out, nothing to request
         else:
-            self._queue[seq] = (msg, now)
+            self._queue[seq] = (msg, now, False)
             if len(self._queue) > self.settings.resend_queue_limit:
                 self._fatal(now, f"more than {self.settings.resend_queue_limit} messages "
                                  "queued behind a sequence gap")
@@ -515,7 +537,10 @@ class FixConnection:
             queued = self._queue.pop(expected, None)
             if queued is None:
                 break
-            msg, received_at = queued
+            msg, received_at, handled = queued
+            if handled:
+                store.set_next_target_seq(expected + 1)
+                continue
             self._process(msg, msg.get(T.MSG_TYPE) or b"", expected, now, received_at)
         if self._resend_through is not None:
             if store.next_target_seq > self._resend_through:
@@ -537,6 +562,12 @@ class FixConnection:
         self._store_().set_next_target_seq(seq + 1)
         handler = _ADMIN_HANDLERS.get(msg_type)
         if handler is not None:
+            if len(f) != len(msg.pairs) and msg_type in _GROUPLESS_ADMIN:
+                # A tag seen twice (the index kept one): session messages have no repeating
+                # group, so FIX rejects it with 373=13. Application messages are left to the
+                # application, which knows their groups.
+                self._reject_repeated_tag(msg, now)
+                return
             handler(self, msg, seq, now)
             return
         allowed = self.settings.application_msg_types
@@ -549,6 +580,17 @@ class FixConnection:
         self._events.append(
             ApplicationMessage(msg, seq, f.get(T.POSS_DUP_FLAG) == b"Y")
         )
+
+    def _reject_repeated_tag(self, msg: FixMessage, now: float) -> None:
+        seen: set[int] = set()
+        for tag, _ in msg.pairs:
+            if tag in seen:
+                self._send_reject(
+                    now, msg, SessionRejectReason.TAG_REPEATED,
+                    f"Tag appears more than once: {tag}", ref_tag=tag,
+                )
+                return
+            seen.add(tag)
 
     def _header_ok(
         self, msg: FixMessage, msg_type: bytes, seq: int, now: float, *, count: bool,
@@ -595,17 +637,67 @@ class FixConnection:
                     if count:
                         self._store_().set_next_target_seq(seq + 1)
                     return None
-        if f.get(T.POSS_DUP_FLAG) == b"Y" and msg_type != MsgType.SEQUENCE_RESET:
-            orig = f.get(T.ORIG_SENDING_TIME)
-            if orig is None:
-                self._send_reject(
-                    now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
-                    "OrigSendingTime(122) required when PossDupFlag=Y", ref_tag=T.ORIG_SENDING_TIME
-                )
-                if count:
-                    self._store_().set_next_target_seq(seq + 1)
-                return None
+        poss_dup = f.get(T.POSS_DUP_FLAG)
+        if poss_dup is not None and not self._poss_dup_ok(msg, msg_type, poss_dup, f, seq, now,
+                                                          count=count):
+            return None
         return f
+
+    def _poss_dup_ok(
+        self, msg: FixMessage, msg_type: bytes, poss_dup: bytes, f: dict[int, bytes], seq: int,
+        now: float, *, count: bool,
+    ) -> bool:
+        """The PossDupFlag rules of an in-sequence message that carries the flag (rare: off the
+        common path). False when the message was rejected (and counted when ``count``)."""
+        if poss_dup != b"Y":
+            if poss_dup == b"N":
+                return True
+            # FIX: a Boolean is Y or N; anything else is a value out of range (373=5).
+            self._send_reject(
+                now, msg, SessionRejectReason.VALUE_INCORRECT,
+                f"Value is incorrect (out of range) for this tag: PossDupFlag(43)="
+                f"{poss_dup.decode('latin-1')}", ref_tag=T.POSS_DUP_FLAG,
+            )
+            if count:
+                self._store_().set_next_target_seq(seq + 1)
+            return False
+        if msg_type == MsgType.SEQUENCE_RESET:
+            return True  # a gap fill needs no OrigSendingTime (FIX exempts it)
+        orig = f.get(T.ORIG_SENDING_TIME)
+        if orig is None:
+            self._send_reject(
+                now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
+                "OrigSendingTime(122) required when PossDupFlag=Y", ref_tag=T.ORIG_SENDING_TIME
+            )
+            if count:
+                self._store_().set_next_target_seq(seq + 1)
+            return False
+        try:
+            orig_at = parse_utc_timestamp(orig)
+        except ValueError:
+            self._send_reject(
+                now, msg, SessionRejectReason.INCORRECT_DATA_FORMAT,
+                f"OrigSendingTime(122) is not a UTCTimestamp: {orig.decode('latin-1')!r}",
+                ref_tag=T.ORIG_SENDING_TIME,
+            )
+            if count:
+                self._store_().set_next_target_seq(seq + 1)
+            return False
+        # SendingTime was parsed (and found in range) just before, so it parses here.
+        if orig_at > parse_utc_timestamp(f[T.SENDING_TIME]):
+            # FIX (test case 2f): a resend cannot have been first sent after it was resent.
+            # Reject with 373=10, count the message, then Logout and disconnect, as for any
+            # other SendingTime accuracy problem.
+            self._send_reject(
+                now, msg, SessionRejectReason.SENDING_TIME_ACCURACY,
+                "SendingTime accuracy problem: OrigSendingTime(122) is later than "
+                "SendingTime(52)", ref_tag=T.ORIG_SENDING_TIME,
+            )
+            if count:
+                self._store_().set_next_target_seq(seq + 1)
+            self._fatal(now, "SendingTime accuracy problem", reject_already_sent=True)
+            return False
+        return True
 
     def _sending_time_ok(
         self, msg: FixMessage, raw: bytes, now: float, received_at: float
@@ -874,6 +966,14 @@ class FixConnection:
     def _on_sequence_reset(
         self, msg: FixMessage, seq: int, now: float, *, gap_fill: bool = True
     ) -> None:
+        if not self.settings.retransmission and self.settings.role is Role.ACCEPTOR:
+            # Kalshi (REFERENCE §3.3, §11 #22): an endpoint without retransmission does not
+            # support SequenceReset; the simulated one answers 373=11 and carries on. Our client
+            # still honours a SequenceReset from such an endpoint: refusing it would only turn
+            # the numbers it skips into a spurious SequenceGap.
+            self._send_reject(now, msg, SessionRejectReason.INVALID_MSG_TYPE,
+                              "SequenceReset is not supported on this session", ref_tag=T.MSG_TYPE)
+            return
         raw = msg.get(T.NEW_SEQ_NO)
         if raw is None or not raw.isdigit():
             self._send_reject(
@@ -908,7 +1008,41 @@ class FixConnection:
         self._close("peer", text=text, clean=True)
 
     def _on_logon_while_active(self, msg: FixMessage, seq: int, now: float) -> None:
+        # Only a Logon without ResetSeqNumFlag=Y gets here (see _sequence): FIX has no use for
+        # it on a logged-on session.
         self._fatal(now, "Logon received on an already active session")
+
+    def _on_reset_logon(self, msg: FixMessage, seq: int, now: float) -> None:
+        """The peer reset the sequence numbers with a Logon (141=Y) while logged on: FIX has us
+        reset both numbers to 1 and answer with our own Logon carrying 141=Y (MsgSeqNum 1)."""
+        if seq != 1:
+            self._fatal(now, f"Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got {seq}")
+            return
+        # Whatever a resend was filling belongs to the numbering that just ended.
+        self._queue.clear()
+        self._resend_through = None
+        store = self._store_()
+        if self.settings.role is Role.INITIATOR:
+            self._send_logon(now, reset=True)  # resets the store, signs as any Logon of ours
+        else:
+            store.reset(now)
+            self._reset_requested = True
+            self._send(MsgType.LOGON, self._acceptor_logon_body(reset=True), now)
+        store.set_next_target_seq(seq + 1)
+        self._events.append(
+            SequenceNumbersReset(store.next_sender_seq, store.next_target_seq)
+        )
+
+    def _acceptor_logon_body(self, *, reset: bool) -> list[tuple[int, bytes]]:
+        body: list[tuple[int, bytes]] = [
+            (T.ENCRYPT_METHOD, b"0"),
+            (T.HEART_BT_INT, str(self.heartbeat_interval).encode()),
+        ]
+        if reset:
+            body.append((T.RESET_SEQ_NUM_FLAG, b"Y"))
+        # FIXT.1.1: DefaultApplVerID(1137) is required on the Logon, in both directions.
+        body.append((T.DEFAULT_APPL_VER_ID, self.settings.default_appl_ver_id))
+        return body
 
     # ------------------------------------------------------------------ outbound helpers
     def _header(self, seq: int, sending_time: bytes) -> list[tuple[int, bytes]]:
@@ -1043,6 +1177,17 @@ def _reject_received(msg: FixMessage) -> RejectReceived:
         message=msg,
     )
 
+
+#: MsgTypes whose MsgSeqNum may legitimately be out of line: SequenceReset in Reset mode and a
+#: Logon with ResetSeqNumFlag=Y (one set test on the common path instead of two compares).
+_SEQUENCE_EXEMPT = frozenset({MsgType.SEQUENCE_RESET, MsgType.LOGON})
+
+#: Session MsgTypes with no repeating group, where a repeated tag is an error (373=13). Logon
+#: may carry NoMsgTypes(384), Logout must end the session whatever it holds, and a Reject is
+#: never rejected (that could loop).
+_GROUPLESS_ADMIN = frozenset({
+    MsgType.HEARTBEAT, MsgType.TEST_REQUEST, MsgType.RESEND_REQUEST, MsgType.SEQUENCE_RESET,
+})
 
 _Handler = Callable[[FixConnection, FixMessage, int, float], None]
 

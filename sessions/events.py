@@ -123,6 +123,16 @@ class ResendServed(Event):
 
 
 @attrs.frozen
+class SequenceNumbersReset(Event):
+    """The peer sent a Logon with ResetSeqNumFlag=Y on a logged-on session: both sequence
+    numbers restarted at 1 and we answered with our own reset Logon. Messages numbered under the
+    old count that never arrived are not recoverable through resend any more."""
+
+    next_sender_seq: int
+    next_target_seq: int
+
+
+@attrs.frozen
 class SequenceResetReceived(Event):
     """The peer moved our expected inbound sequence number to ``new_seq_num``."""
 
