@@ -372,17 +372,26 @@ class _SocketBottom(trio.abc.HalfCloseableStream):
         await self.inner.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        # A full checkpoint first, as Trio's streams are (the session driver relies on it), and
-        # before the read rather than after: whatever arrives meanwhile comes in the same read.
-        await trio.lowlevel.checkpoint()
+        # A full checkpoint, as Trio's streams make (the session driver relies on it), and
+        # nothing lost to a cancellation. Between messages the socket is usually empty: the
+        # read comes first, and the wait for readiness is then the checkpoint (a checkpoint
+        # before it cost a pass of the scheduler per message). Data read at once is returned
+        # after a yield that cannot be cancelled, so it is never dropped.
+        await trio.lowlevel.checkpoint_if_cancelled()
         size = 65536 if max_bytes is None else max_bytes
+        waited = False
         while True:
             try:
-                return os.read(self._fileno(), size)
+                data = os.read(self._fileno(), size)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self._socket)
+                waited = True
+                continue
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
 
     async def aclose(self) -> None:
         await self.inner.aclose()
