@@ -40,7 +40,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -212,9 +212,13 @@ class LogonFlags:
 _DEFAULT_FLAGS = LogonFlags()
 
 
-@attrs.frozen
-class Outbound:
-    """One message the gateway must send: body fields only, in wire order (no header)."""
+class Outbound(NamedTuple):
+    """One message the gateway must send: body fields only, in wire order (no header).
+
+    A named tuple rather than an attrs class: the exchange makes one per message sent, and a
+    frozen attrs instance costs several times as much to build (each field set through
+    ``object.__setattr__``). Immutable all the same.
+    """
 
     #: The API key whose session receives it.
     key_id: str
@@ -236,6 +240,11 @@ class Outbound:
         m = FixMessage()
         m.pairs = [(35, self.msg_type), *self.body]
         return m
+
+
+# `_new_tuple(Outbound, fields)` builds an Outbound without the generated __new__'s Python
+# frame (the ExecutionReports of the order path).
+_new_tuple = tuple.__new__
 
 
 # Not slotted: a frozen slotted class sets each field through object.__setattr__, a frozen dict
@@ -497,7 +506,7 @@ class _Session:
     def report(self, rec: ExecRecord) -> Outbound:
         """``rec`` as this session receives it."""
         body = rec.body if self.plain else _render(rec, self.flags)
-        return Outbound(self.key_id, b"8", body)
+        return _new_tuple(Outbound, (self.key_id, b"8", body))
 
     @property
     def is_listener(self) -> bool:

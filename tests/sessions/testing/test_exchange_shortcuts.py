@@ -147,3 +147,16 @@ def test_each_order_keeps_its_own_ids_in_derived_reports() -> None:
     assert [i[0] for i in ids] == [b"c1", b"c1", b"c2", b"c2"]
     assert ids[0][1] == ids[1][1] != ids[2][1] == ids[3][1]
     assert all(o.get(55) == MKT.encode() for o in out)
+
+
+def test_reports_are_outbound_records_like_those_built_by_name() -> None:
+    # _Session.report builds its Outbound straight from a tuple (no generated __new__).
+    s = Sim(ExchangeConfig(message_cost=0))
+    s.connect("a1")
+    out = s.send("a1", nos("c1", 1, 30, 5))
+    for o in out:
+        assert type(o) is Outbound
+        assert o == Outbound(key_id=o.key_id, msg_type=o.msg_type, body=o.body)
+        assert o.to_message().pairs[0] == (35, b"8")
+        with pytest.raises(AttributeError):
+            o.key_id = "x"  # type: ignore[misc]
