@@ -521,6 +521,11 @@ class _Market:
     high_volatility: bool
     tick: Decimal
     book: OrderBook = attrs.Factory(OrderBook)
+    #: What :meth:`Exchange._parse_price` made of a price field's text, cents sessions [0] and
+    #: dollars sessions [1] (see _on_new_order). Bounded like _DECIMALS.
+    prices: tuple[dict[bytes, Decimal | None], dict[bytes, Decimal | None]] = attrs.Factory(
+        lambda: ({}, {})
+    )
 
 
 @attrs.define(eq=False)
@@ -681,6 +686,13 @@ def _valid_cl_ord_id(cl: str) -> bool:
 
 def _on_qty_grid(qty: Decimal) -> bool:
     return qty > 0 and qty == qty.quantize(CENT)
+
+
+# _on_qty_grid of the Decimal of a quantity field's text, for the texts seen lately (see
+# _on_new_order). Bounded like _DECIMALS.
+_QTY_ON_GRID: dict[bytes, bool] = {}
+# Absent from a cache (None is a cached answer there).
+_UNSET: Any = object()
 
 
 def _end_of_day_et(now: float) -> float:
@@ -1775,9 +1787,11 @@ class Exchange:
         # empty; the optional fields below are parsed only when present. One order goes through
         # here for every NewOrderSingle, and most carry none of the optional fields.
         cl = _text(get(11) or _need(fields, 11))
-        qty = _dec(get(38) or _need(fields, 38), 38)
+        qty_text = get(38) or _need(fields, 38)
+        qty = _dec(qty_text, 38)
         ord_type = get(40) or _need(fields, 40)
-        raw_price = _dec(get(44) or _need(fields, 44), 44)
+        price_text = get(44) or _need(fields, 44)
+        raw_price = _dec(price_text, 44)
         side = _text(get(54) or _need(fields, 54))
         symbol = _text(get(55) or _need(fields, 55))
         tif = get(59) or self.config.default_tif.encode()
@@ -1845,7 +1859,15 @@ class Exchange:
             return reject(15, "CUSTOMER_ACCOUNT_NOT_FOUND")
         if parties is None:
             return reject(11, "INVALID_ORDER")
-        if not _on_qty_grid(qty):
+        # The grid check and the price rules below cost more than a dict lookup each, and
+        # depend on the field's text alone (and the market's fixed tick): memoised by text.
+        on_grid = _QTY_ON_GRID.get(qty_text)
+        if on_grid is None:
+            on_grid = _on_qty_grid(qty)
+            if len(_QTY_ON_GRID) >= _DECIMALS_LIMIT:
+                _QTY_ON_GRID.clear()
+            _QTY_ON_GRID[qty_text] = on_grid
+        if not on_grid:
             # 103=13 "incorrect quantity" with the generic text (no quantity text is documented).
             return reject(13, "INVALID_ORDER")
         if max_cost is not None and max_cost <= 0:
@@ -1855,7 +1877,13 @@ class Exchange:
         ):
             # An explicit ExDestination sends the order to a shard that does not list the market.
             return reject(1, "MARKET_NOT_FOUND")
-        price = self._parse_price(raw_price, flags.use_dollars, market)
+        prices = market.prices[flags.use_dollars]
+        price = prices.get(price_text, _UNSET)
+        if price is _UNSET:
+            price = self._parse_price(raw_price, flags.use_dollars, market)
+            if len(prices) >= _DECIMALS_LIMIT:
+                prices.clear()
+            prices[price_text] = price
         if price is None:
             return reject(11, "INVALID_ORDER")
         closed = self._market_closed_text(market)

@@ -160,3 +160,54 @@ def test_reports_are_outbound_records_like_those_built_by_name() -> None:
         assert o.to_message().pairs[0] == (35, b"8")
         with pytest.raises(AttributeError):
             o.key_id = "x"  # type: ignore[misc]
+
+
+class _Forgetful(dict):  # type: ignore[type-arg]
+    """A memo that never remembers: every lookup misses."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+def _price_texts_scenario(forget: bool) -> tuple[list[Outbound], list[str]]:
+    """Orders whose price and quantity texts repeat, equal in value but not in text, off the
+    grid or out of range, from a cents and a dollars session; every message out and the
+    ground truth's reprs (Decimal exponents included)."""
+    s = Sim(ExchangeConfig(message_cost=0))
+    s.ex.add_market("SUBPENNY", tick="0.001")
+    if forget:
+        for market in s.ex._markets.values():
+            market.prices = (_Forgetful(), _Forgetful())
+    s.connect("a1")
+    s.connect("b1", use_dollars=True)
+    out: list[Outbound] = []
+    n = 0
+    for key, prices in (
+        # "0.5" and "30" mean different prices (or none) to the two sessions.
+        ("a1", ("30", "30", "30.0", "30.5", "0", "100", "x", "0.5", "31")),
+        ("b1", ("0.3000", "0.3", "0.3", "0.30001", "0.305", "1.0000", "30", "0.5", "0.31")),
+    ):
+        for qty in ("5", "5", "5.00", "0.5", "0.001", "0", "-1", "2"):
+            for price in prices:
+                for symbol in (MKT, "SUBPENNY"):
+                    n += 1
+                    side = 1 + (n // 2) % 2  # both sides in each market
+                    out += s.send(key, nos(f"o{n}", side, price, qty, symbol=symbol))
+    truth = s.ex.ground_truth("A") + s.ex.ground_truth("B")
+    return out, [repr(r) for r in truth]
+
+
+def test_memoised_price_and_quantity_checks_answer_as_the_plain_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exchange_mod._QTY_ON_GRID.clear()
+    memoised = _price_texts_scenario(forget=False)
+    assert exchange_mod._QTY_ON_GRID  # the scenario did use the memo
+    monkeypatch.setattr(exchange_mod, "_QTY_ON_GRID", _Forgetful())
+    plain = _price_texts_scenario(forget=True)
+    assert plain == memoised
+    kinds_seen = {o.get(150) for o in memoised[0]}
+    assert {b"8", b"A", b"0", b"F"} <= kinds_seen  # rejects, rests and trades all covered
