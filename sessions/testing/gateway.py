@@ -1073,11 +1073,15 @@ class Gateway:
         """Send the exchange's messages to the sessions of their keys (dropped if offline:
         the drop copy is how a client recovers executions it missed)."""
         live = self._live
-        for out in outbound:
-            conn = live.get(out.key_id)
-            if conn is None or conn.session is None or conn.session.state is not State.ACTIVE:
-                continue
+        i, n = 0, len(outbound)
+        while i < n:
+            out = outbound[i]
+            key_id = out.key_id
+            conn = live.get(key_id)
             if out.msg_type == _REJECT:
+                i += 1
+                if conn is None or conn.session is None or conn.session.state is not State.ACTIVE:
+                    continue
                 ref_seq = out.get(T.REF_SEQ_NUM)
                 reason = out.get(T.SESSION_REJECT_REASON)
                 tag = out.get(T.REF_TAG_ID)
@@ -1090,12 +1094,23 @@ class Gateway:
                     int(tag) if tag and tag.isdigit() else None,
                 )
                 continue
+            # The run of application messages to this key (an order's reports) goes to its
+            # session in one call: one pass through the session's driver instead of one each.
+            j = i + 1
+            while j < n and outbound[j].key_id == key_id and outbound[j].msg_type != _REJECT:
+                j += 1
+            run = outbound[i:j]
+            i = j
+            if conn is None or conn.session is None or conn.session.state is not State.ACTIVE:
+                continue
             if conn.spec.retransmission:
                 self._maybe_prune(conn)
             try:
-                conn.session.send_app(out.msg_type, out.body)
+                conn.session.send_app_many([(o.msg_type, o.body) for o in run])
             except LocalProtocolError:
-                continue  # the session ended between the check and the send
+                # The session ended between the check and the send (sending application
+                # messages does not change its state, so the rest of the run would fail too).
+                continue
         # Wake the timer task only when the exchange's next deadline is no longer the one it
         # waits for: most messages set no timer, and a wake-up costs a task switch each.
         if self.exchange.next_deadline() != self._timer_deadline:
