@@ -122,6 +122,8 @@ class FixConnection:
         self._logon_deadline: float | None = None
         self._logout_deadline: float | None = None
         self._reset_requested = False
+        # Initiator: we answered a mid-session reset Logon and the acceptor may answer that.
+        self._reset_answer_pending = False
         # Resend bookkeeping: while we wait for the peer to fill a gap, later messages wait here.
         self._resend_through: int | None = None
         self._resend_progress_at = 0.0  # when the gap last shrank (or was first requested)
@@ -1023,7 +1025,18 @@ class FixConnection:
         self._resend_through = None
         store = self._store_()
         if self.settings.role is Role.INITIATOR:
+            if self._reset_answer_pending:
+                # The acceptor's answer to our reset Logon. As QuickFIX's initiator does, we do
+                # not answer it again: the acceptor always answers a reset Logon, so two of us
+                # would reset each other for ever (a replayed Logon starts exactly that).
+                self._reset_answer_pending = False
+                store.set_next_target_seq(seq + 1)
+                self._events.append(
+                    SequenceNumbersReset(store.next_sender_seq, store.next_target_seq)
+                )
+                return
             self._send_logon(now, reset=True)  # resets the store, signs as any Logon of ours
+            self._reset_answer_pending = True
         else:
             store.reset(now)
             self._reset_requested = True

@@ -895,3 +895,35 @@ def test_logon_without_reset_flag_mid_session_logs_out(s: Session) -> None:
     events = s.conn.receive_data(s.peer(b"A", 2, [(98, b"0"), (108, b"30"), (1137, b"9")]), T0)
     assert s.out() == logout(s, 2, "Logon received on an already active session")
     assert kinds(events) == [ProtocolViolation, SessionEnded] and s.conn.closed
+
+
+def test_logon_with_reset_flag_mid_session_settles_between_two_cores() -> None:
+    # A replayed Logon answer (141=Y, MsgSeqNum 1) reads as a reset: the client answers it, the
+    # gateway answers that, and the client takes the gateway's answer as the end of the
+    # exchange instead of answering again (else the two would reset each other for ever).
+    client = FixConnection(_settings(Role.INITIATOR), MemoryStore())
+    gateway = FixConnection(_settings(Role.ACCEPTOR))
+    client.start(T0)
+    gateway.start(T0)
+    gateway.receive_data(client.data_to_send(), T0)
+    gateway.accept_logon(T0, store=MemoryStore())
+    answer = gateway.data_to_send()
+    client.receive_data(answer, T0)
+    client.send_app(b"D", [(11, b"a")], T0)
+    gateway.receive_data(client.data_to_send(), T0)
+    assert client.receive_data(answer, T0) == [SequenceNumbersReset(2, 2)]
+    c_events: list[Event] = []
+    g_events: list[Event] = []
+    for _ in range(5):
+        to_gateway, to_client = client.data_to_send(), gateway.data_to_send()
+        if not to_gateway and not to_client:
+            break
+        g_events += gateway.receive_data(to_gateway, T0)
+        c_events += client.receive_data(to_client, T0)
+    assert g_events == [SequenceNumbersReset(2, 2)] and c_events == [SequenceNumbersReset(2, 2)]
+    assert client.data_to_send() == gateway.data_to_send() == b""
+    assert (client.next_sender_seq, client.next_target_seq) == (2, 2)
+    assert (gateway.next_sender_seq, gateway.next_target_seq) == (2, 2)
+    client.send_app(b"D", [(11, b"b")], T0)
+    (ev,) = gateway.receive_data(client.data_to_send(), T0)
+    assert isinstance(ev, ApplicationMessage) and ev.seq_num == 2
