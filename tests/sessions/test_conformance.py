@@ -1,8 +1,10 @@
 """FIX session-layer conformance of the sans-IO core, case by case, in both roles.
 
 Each test is one scenario of the FIX "Session Layer Test Cases" for FIXT.1.1, named after the
-case (1S/1B logon, 2x standard header, then heartbeat, reject, resend, sequence reset, logout,
-field-level rejects, queueing, simultaneous resends, mid-session reset). The counterparty is
+case with the letters the QuickFIX acceptance suites also use: 1S/1B logon; 2a-2t standard header;
+3b trailer; 4-6 heartbeat and TestRequest; 7 Reject; 8 ResendRequest; 10 SequenceReset-GapFill;
+11 SequenceReset-Reset; 12/13 Logout; 14a-14h field-level rejects; 19 PossResend; 20 simultaneous
+resends. Queueing behind a gap and the mid-session reset Logon have no number of their own. The counterparty is
 played with hand-built wire bytes, and what the core writes back is compared byte for byte with
 the message the rule calls for. Time is the ``now`` handed to the core: no test sleeps.
 
@@ -317,7 +319,7 @@ def test_1b_first_message_not_logon_disconnects_without_answer() -> None:
     assert conn.data_to_send() == b"" and conn.closed
 
 
-# --------------------------------------------------------------------------- 2: standard header
+# --------------------------------------------------------------------------- 2/3: standard header, trailer
 def test_2a_seq_as_expected_is_accepted_and_counted(s: Session) -> None:
     events = s.conn.receive_data(s.peer(b"8", 2, [(17, b"e1")]), T0)
     assert len(events) == 1 and isinstance(events[0], ApplicationMessage)
@@ -350,7 +352,7 @@ def test_2d_garbled_message_is_ignored_and_not_counted(s: Session) -> None:
     assert s.out() == b"" and s.conn.state is State.ACTIVE
 
 
-def test_2d_bad_checksum_is_garbled_and_not_counted(s: Session) -> None:
+def test_3b_bad_checksum_is_garbled_and_not_counted(s: Session) -> None:
     # Initiator side also: test_connection.test_garbled_bytes_are_reported_and_skipped.
     good = s.peer(b"0", 2)
     bad = good[:-4] + (b"000" if good[-4:-1] != b"000" else b"001") + b"\x01"
@@ -402,14 +404,14 @@ def test_2g_poss_dup_without_orig_sending_time_is_rejected_and_counted(s: Sessio
     assert s.conn.next_target_seq == 3 and not s.conn.closed
 
 
-def test_2h_wrong_begin_string_logs_out(s: Session) -> None:
+def test_2i_wrong_begin_string_logs_out(s: Session) -> None:
     # Initiator side also: test_connection.test_wrong_begin_string_ends_the_session.
     events = s.conn.receive_data(s.peer(b"0", 2, begin=b"FIX.4.4"), T0)
     assert s.out() == logout(s, 2, "Incorrect BeginString 'FIX.4.4', expected FIXT.1.1")
     assert kinds(events) == [ProtocolViolation, SessionEnded] and s.conn.closed
 
 
-def test_2i_wrong_comp_id_rejects_with_373_9_and_logs_out(s: Session) -> None:
+def test_2k_wrong_comp_id_rejects_with_373_9_and_logs_out(s: Session) -> None:
     # Initiator side also: test_connection.test_wrong_comp_id_is_rejected_then_logged_out.
     events = s.conn.receive_data(s.peer(b"0", 2, sender=b"Mallory"), T0)
     text = f"CompID problem: got 49=Mallory 56={s.us.decode()}"
@@ -417,7 +419,7 @@ def test_2i_wrong_comp_id_rejects_with_373_9_and_logs_out(s: Session) -> None:
     assert kinds(events) == [RejectSent, ProtocolViolation, SessionEnded] and s.conn.closed
 
 
-def test_2j_wrong_body_length_is_garbled_and_not_counted(s: Session) -> None:
+def test_2m_wrong_body_length_is_garbled_and_not_counted(s: Session) -> None:
     good = s.peer(b"0", 2)
     length = good.split(b"\x01")[1]  # b"9=<n>"
     short = good.replace(length, b"9=%d" % (int(length[2:]) - 3), 1)
@@ -427,7 +429,7 @@ def test_2j_wrong_body_length_is_garbled_and_not_counted(s: Session) -> None:
     assert s.out() == b""
 
 
-def test_2k_sending_time_out_of_range_rejects_with_373_10_and_logs_out(s: Session) -> None:
+def test_2o_sending_time_out_of_range_rejects_with_373_10_and_logs_out(s: Session) -> None:
     # Initiator side also: test_connection.test_sending_time_out_of_range_is_rejected_then_logged_out.
     events = s.conn.receive_data(s.peer(b"0", 2, at=T0 - 31), T0)
     assert s.out() == reject(
@@ -436,7 +438,7 @@ def test_2k_sending_time_out_of_range_rejects_with_373_10_and_logs_out(s: Sessio
     assert kinds(events) == [RejectSent, ProtocolViolation, SessionEnded]
 
 
-def test_2l_invalid_msg_type_rejects_with_373_11_and_counts() -> None:
+def test_2q_invalid_msg_type_rejects_with_373_11_and_counts() -> None:
     # Initiator side also: test_connection.test_unknown_msg_type_is_rejected_when_types_are_declared.
     s = acceptor(application_msg_types=frozenset({b"D", b"F"}))
     events = s.conn.receive_data(s.peer(b"ZZ", 2), T0)
@@ -444,7 +446,7 @@ def test_2l_invalid_msg_type_rejects_with_373_11_and_counts() -> None:
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
 
 
-def test_2m_first_three_fields_out_of_order_is_garbled(s: Session) -> None:
+def test_2t_first_three_fields_out_of_order_is_garbled(s: Session) -> None:
     # MsgType after SenderCompID: BeginString, BodyLength, MsgType must open every message.
     swapped = encode_pairs(
         [(49, s.them), (35, b"0"), (56, s.us), (34, b"2"), (52, utc_timestamp(T0))]
@@ -455,7 +457,7 @@ def test_2m_first_three_fields_out_of_order_is_garbled(s: Session) -> None:
     assert s.conn.receive_data(s.peer(b"0", 2), T0) == [] and s.conn.next_target_seq == 3
 
 
-def test_2m_begin_string_not_first_is_garbled(s: Session) -> None:
+def test_2t_begin_string_not_first_is_garbled(s: Session) -> None:
     raw = s.peer(b"0", 2)
     events = s.conn.receive_data(b"9=5\x01" + raw, T0)
     assert isinstance(events[0], GarbledMessage)
@@ -471,8 +473,8 @@ def test_2_missing_msg_seq_num_logs_out() -> None:
     assert kinds(events) == [ProtocolViolation, SessionEnded] and s.conn.closed
 
 
-# --------------------------------------------------------------------------- heartbeats
-def test_3_heartbeat_is_accepted_and_counted(s: Session) -> None:
+# --------------------------------------------------------------------------- 4-6: heartbeats
+def test_5_heartbeat_is_accepted_and_counted(s: Session) -> None:
     assert s.conn.receive_data(s.peer(b"0", 2), T0 + 1) == []
     assert s.conn.next_target_seq == 3 and s.out() == b""
 
@@ -803,7 +805,7 @@ def test_14h_tag_repeated_in_a_session_message_rejects_373_13(s: Session) -> Non
 
 
 # --------------------------------------------------------------------------- queueing, resends
-def test_15_messages_behind_a_gap_wait_for_the_resend_and_come_in_order(s: Session) -> None:
+def test_queued_messages_behind_a_gap_wait_for_the_resend_and_come_in_order(s: Session) -> None:
     assert s.conn.receive_data(s.peer(b"8", 4, [(17, b"e4")]), T0) == [ResendRequestSent(2, 0)]
     s.out()
     # More arrivals while the resend is outstanding: held, no second request, nothing shown.
@@ -825,7 +827,7 @@ def test_15_messages_behind_a_gap_wait_for_the_resend_and_come_in_order(s: Sessi
     assert s.out() == b""
 
 
-def test_15_kalshi_profile_without_retransmission_reports_the_gap_and_goes_on() -> None:
+def test_queued_kalshi_profile_without_retransmission_reports_the_gap_and_goes_on() -> None:
     # Kalshi (REFERENCE §3.3): nothing to resend on NR/DC/RFQ/MD; the gap is reported instead.
     # Initiator side: test_connection.test_gap_without_retransmission_is_reported_never_requested.
     s = acceptor(retransmission=False)
@@ -951,7 +953,7 @@ def test_1b_logon_without_encrypt_method_none_is_refused(encrypt: bytes | None, 
     assert kinds(events) == [SessionEnded] and conn.closed
 
 
-def test_15_queue_behind_a_gap_is_bounded() -> None:
+def test_queued_messages_behind_a_gap_are_bounded() -> None:
     s = initiator(resend_queue_limit=2)
     events = s.conn.receive_data(s.peer(b"0", 4) + s.peer(b"0", 5) + s.peer(b"0", 6), T0)
     assert s.out() == s.ours(b"2", 2, [(7, b"2"), (16, b"0")]) + logout(
@@ -960,7 +962,7 @@ def test_15_queue_behind_a_gap_is_bounded() -> None:
     assert kinds(events) == [ResendRequestSent, ProtocolViolation, SessionEnded]
 
 
-def test_15_stalled_resend_is_requested_again_from_where_it_stopped(s: Session) -> None:
+def test_queued_stalled_resend_is_requested_again_from_where_it_stopped(s: Session) -> None:
     s.conn.receive_data(s.peer(b"0", 5), T0)
     s.out()
     # 2 arrives, then nothing for a heartbeat interval: ask again from 3.
