@@ -71,6 +71,7 @@ from .errors import ChildStopped, SupervisorError
 from .killswitch import TradingGate
 from .observer import ObserverBase, SessionDown, SessionHandle, SessionNotActive, Spawn
 from .orders import (
+    AmbiguousRequest,
     DuplicateRequestError,
     OrderState,
     OrderTracker,
@@ -78,6 +79,7 @@ from .orders import (
     UnknownOrderError,
 )
 from .ratelimit import RateLimiter
+from .recovery import EXCHANGE_INDEXES
 from .requestlog import LoggedRequest, RequestLog, RequestLogError
 from .streams import ExecutionStream, Fanout, Subscription
 
@@ -879,7 +881,9 @@ class OrderEntry(ObserverBase):
 
     # ------------------------------------------------------------------ ambiguity
 
-    def _eligible(self, amb: _Ambiguity, report: RecoveryReport) -> str:
+    def _eligible(
+        self, amb: _Ambiguity, request: AmbiguousRequest, report: RecoveryReport
+    ) -> str:
         """``"yes"``; ``"later"`` (a pass that starts later will cover it: ask for one);
         ``"wait"`` (the session is still down: its reconnect brings a pass anyway)."""
         if amb.kind == "disconnect" and amb.session not in report.covered:
@@ -888,7 +892,32 @@ class OrderEntry(ObserverBase):
             return "wait"
         if amb.since >= report.started:
             return "later"  # the replay may have run before the exchange saw the request
+        replayed = {r.index for r in report.requests}
+        missing = self._shards(request) - replayed
+        if missing:
+            # Replays are per exchange index: a complete replay of the others says nothing
+            # about this request, and taking it for "never arrived" resent a live order.
+            if self.recovery is not None:
+                for index in sorted(missing):
+                    self.recovery.use_index(index)
+            return "later"
         return "yes"
+
+    def _shards(self, request: AmbiguousRequest) -> set[int]:
+        """The exchange indexes whose replay would hold an answer to ``request``: the one its
+        ExDestination(100) names, else the one its order's reports came from, else all of them
+        (auto-routed by symbol to a shard the client cannot tell)."""
+        msg = request.request
+        raw = None if msg is None else msg.get(100)
+        if raw is not None and raw.isdigit():
+            return {int(raw)}
+        state = self.tracker.get(request.cl_ord_id)
+        if state is not None and state.last_exec_id is not None:
+            return {state.last_exec_id.index}
+        known = set(EXCHANGE_INDEXES)
+        if self.recovery is not None:
+            known.update(self.recovery.indexes())
+        return known
 
     def _unresolvable(self) -> None:
         """Without reconciliation nothing can resolve an ambiguous request: say so at once."""
@@ -933,7 +962,7 @@ class OrderEntry(ObserverBase):
                 continue
             if cl in self._resending:
                 continue
-            eligible = self._eligible(meta, report)
+            eligible = self._eligible(meta, amb, report)
             if eligible != "yes":
                 later = later or eligible == "later"
                 continue

@@ -95,6 +95,7 @@ from .reconcile import (
 from .streams import ExecutionStream, Fanout
 
 __all__ = [
+    "EXCHANGE_INDEXES",
     "RecoveryAbandoned",
     "RecoveryUnavailable",
     "RecoveryObserver",
@@ -107,6 +108,10 @@ log = logging.getLogger(__name__)
 
 #: Version of the JSON state file.
 STATE_VERSION = 1
+#: The exchange's shards (REFERENCE §1.7: 0 default, 1 combos, 2 crypto, 3 tennis and baseball).
+#: An order sent without ExDestination(100) is routed by its symbol to a shard the client cannot
+#: tell, so only a replay of every one of these (and any other seen) can say it never arrived.
+EXCHANGE_INDEXES: tuple[int, ...] = (0, 1, 2, 3)
 # Replayed reports offered to the ledger per transaction.
 _REPLAY_BATCH = 500
 
@@ -301,6 +306,12 @@ class RecoveryObserver(ObserverBase):
         while self.busy:
             self._idle = trio.Event()
             await self._idle.wait()
+
+    def _alert(self, alert: Alert | RecoveryAbandoned | RecoveryUnavailable) -> None:
+        """Publish an operator alert, and log it: a standalone supervisor has no subscriber, and
+        its log is where an operator looks."""
+        log.error("drop-copy reconciliation: %s", alert.message)
+        self.alerts.publish(alert)
 
     def indexes(self) -> list[int]:
         """Exchange indexes a replay asks for."""
@@ -567,7 +578,7 @@ class RecoveryObserver(ObserverBase):
                     anchored=r.anchored,
                 )
                 alerts.append(a)
-                self.alerts.publish(a)
+                self._alert(a)
         rs = RecoverySession(
             requests, session=self.drop_copy, gap_start_time=gap_start, lookback_s=self.lookback_s
         )
@@ -586,7 +597,7 @@ class RecoveryObserver(ObserverBase):
                 if failures >= self.max_attempts:
                     abandoned = RecoveryAbandoned(self.drop_copy, req.index, failures)
                     alerts.append(abandoned)
-                    self.alerts.publish(abandoned)
+                    self._alert(abandoned)
                     break
                 try:
                     await dc.wait_active()
@@ -594,7 +605,7 @@ class RecoveryObserver(ObserverBase):
                     dead = RecoveryUnavailable(self.drop_copy, e.explanation)
                     self._dead = dead
                     alerts.append(dead)
-                    self.alerts.publish(dead)
+                    self._alert(dead)
                     break
                 if self._last_u1 is not None:
                     wait = self._last_u1 + self.min_interval - self.clock()
@@ -624,7 +635,7 @@ class RecoveryObserver(ObserverBase):
                     continue
                 if outcome.alert is not None:
                     alerts.append(outcome.alert)
-                    self.alerts.publish(outcome.alert)
+                    self._alert(outcome.alert)
                 if outcome.kind is OutcomeKind.COMPLETE:
                     failures = 0
                     backoff = self.backoff_min

@@ -373,6 +373,37 @@ async def order_that_never_lands(rig: Any, gw: Any) -> Any:
     return await rig.order_entry.new_order(MKT0, "buy", 1, 45)
 
 
+@pytest.mark.parametrize("explicit_index", [False, True])
+async def test_an_order_on_a_shard_the_replay_did_not_cover_is_not_resent(
+    rigs: RigFactory, autojump_clock: Any, explicit_index: bool  # noqa: F811
+) -> None:
+    # The supervisor replays index 0 only (nothing on index 2 seen yet). An order for a
+    # crypto market (index 2, auto-routed by its symbol or named in ExDestination) loses its
+    # answers and its connection: a complete replay of index 0 says nothing about it, so only a
+    # pass that covers its shard may decide — resending on the index-0 pass made two orders.
+    gw = rigs.gateway()
+    async with running(gw), open_rig(
+        gw, rigs.keys, rigs.tmp_path, retry_ambiguous=True, indexes=(0,)
+    ) as rig:
+        await rig.nr().wait_active()
+        await rig.dc().wait_active()
+        gw.inject("garble:endpoint=KalshiNR,variant=truncated,count=2")
+        t = await rig.order_entry.new_order(
+            MKT2, "buy", 1, 60, exchange_index=2 if explicit_index else None
+        )
+        await trio.sleep(0.5)
+        assert rig.order_entry.order(t.cl_ord_id).in_flight == (t.cl_ord_id,)
+        gw.inject("drop:endpoint=KalshiNR")
+        await wait_for(lambda: resolutions(rig, t.cl_ord_id), rig=rig)
+        await rig.settle()
+        (res,) = resolutions(rig, t.cl_ord_id)
+        assert res.outcome == "known"  # the index-2 replay has it: nothing is resent
+        assert [r.cl_ord_id for r in gw.ground_truth("ACCT-1")].count(t.cl_ord_id) >= 1
+        assert len({r.order_id for r in gw.ground_truth("ACCT-1")}) == 1
+        assert_one_order_per_request(rig)
+        assert_exactly_once(rig)
+
+
 async def test_in_flight_at_a_disconnect_never_arrived_is_resent_once(
     rigs: RigFactory, autojump_clock: Any  # noqa: F811
 ) -> None:

@@ -6,6 +6,7 @@ end to end through the Supervisor and the simulated gateway."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -296,8 +297,9 @@ async def test_retryable_rejects_ask_again_after_waiting(
 
 
 async def test_gap_older_than_the_lookback_is_alerted_before_asking_and_after_u3(
-    tmp_path: Path, autojump_clock: Any
+    tmp_path: Path, autojump_clock: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.ERROR, logger="supervisor.recovery")
     async with trio.open_nursery() as nursery:
         st = Stage(tmp_path, nursery)
         alerts = st.recovery.alerts.subscribe()
@@ -317,6 +319,9 @@ async def test_gap_older_than_the_lookback_is_alerted_before_asking_and_after_u3
         assert not report.complete
         assert [o.kind for o in report.outcomes] == [OutcomeKind.GAP_TOO_OLD]
         assert isinstance(alerts.pending()[0], GapTooOld)
+        # Logged too: a standalone supervisor has no subscriber, its log is what an operator reads.
+        logged = [r.getMessage() for r in caplog.records if r.name == "supervisor.recovery"]
+        assert any(early[0].message in m for m in logged)
         # The lost stretch is for REST now; the next gap is recovered again.
         assert st.recovery.open_gaps() == {}
         st.live("nr", er("3;5", cum="5.00"))
