@@ -47,8 +47,9 @@ from .errors import KeyInUse, KeyLockedByOtherProcess
 
 Action = Literal["retry", "stop", "wait_for_window"]
 
-#: Kalshi's guidance: a half-dead connection frees its key within about a minute (§1.4).
-KEY_BUSY_WAIT_CAP = 60.0
+#: Kalshi's guidance: a half-dead connection frees its key within about a minute (§1.4) — for
+#: the usual HeartBtInt of 30 s or less. Not a cap: see :func:`key_busy_delay`.
+KALSHI_KEY_FREE_GUIDANCE = 60.0
 
 
 @attrs.frozen
@@ -81,9 +82,15 @@ def key_busy_delay(heartbeat_interval: float) -> float:
     """The wait before a re-Logon when the key may still be held by an old connection.
 
     Kalshi frees the key when its heartbeat timeout for the old connection fires; two heartbeat
-    intervals cover that timeout, capped at the ~60 s Kalshi gives as the worst case (§1.4).
+    intervals cover that timeout (§1.4: back off >= 2 x HeartBtInt).
     """
-    return min(KEY_BUSY_WAIT_CAP, 2.0 * heartbeat_interval)
+    # Rule: max(2 x HeartBtInt, the former min(60 s, 2 x HeartBtInt)) = 2 x HeartBtInt. The
+    # ~60 s Kalshi quotes (KALSHI_KEY_FREE_GUIDANCE) is the worst case for HeartBtInt <= 30 s;
+    # the gateway's timeout grows with HeartBtInt, so capping the wait at 60 s with a longer
+    # interval (45 s -> 60 s < 90 s) re-logged on while the old connection still held the key
+    # and earned another "already exists" (and spent a rate-limited Logon) every time.
+    two_heartbeats = 2.0 * heartbeat_interval
+    return max(two_heartbeats, min(KALSHI_KEY_FREE_GUIDANCE, two_heartbeats))
 
 
 def _who(session: SessionConfig | None) -> str:

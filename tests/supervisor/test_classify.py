@@ -97,13 +97,34 @@ def test_sending_time_at_logon_means_the_clock_is_off_and_stops() -> None:
     assert "NTP" in decision.explanation
 
 
-@pytest.mark.parametrize(("heartbeat", "wait"), [(4, 8.0), (10, 20.0), (30, 60.0), (45, 60.0)])
-def test_already_exists_waits_two_heartbeats_capped_at_60_s(heartbeat: int, wait: float) -> None:
+@pytest.mark.parametrize(
+    ("heartbeat", "wait"), [(4, 8.0), (10, 20.0), (30, 60.0), (45, 90.0), (60, 120.0)]
+)
+def test_already_exists_waits_at_least_two_heartbeats_even_beyond_60_s(
+    heartbeat: int, wait: float
+) -> None:
+    # No 60 s cap: with HeartBtInt 45 the gateway's timeout for the old connection is past 60 s.
     decision = classify_outcome(peer_logout("already exists", LogoutReason.ALREADY_EXISTS), heartbeat)
     assert decision.min_delay == wait == key_busy_delay(heartbeat)
     assert decision.action == "retry"
     assert "another connection holds" in decision.explanation
     assert "own API key" in decision.explanation
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        peer_logout("already exists", LogoutReason.ALREADY_EXISTS),
+        SessionEnded(initiated_by="transport", reason=LogoutReason.OTHER, was_logged_on=True),
+        SessionEnded(initiated_by="peer", reason=LogoutReason.HEARTBEAT, was_logged_on=True),
+    ],
+    ids=["already-exists", "dropped", "heartbeat-timeout"],
+)
+def test_every_key_busy_wait_covers_two_heartbeats_of_45_s(outcome: SessionEnded) -> None:
+    decision = classify_outcome(outcome, 45)
+    assert decision.action == "retry"
+    assert decision.min_delay >= 90.0
+    assert "90 s" in decision.explanation
 
 
 def test_unclassified_text_is_classified_again() -> None:
