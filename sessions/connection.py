@@ -127,6 +127,9 @@ class FixConnection:
         # Resend bookkeeping: while we wait for the peer to fill a gap, later messages wait here.
         self._resend_through: int | None = None
         self._resend_progress_at = 0.0  # when the gap last shrank (or was first requested)
+        # MsgSeqNums of the ResendRequests sent for the current gap: a Reject naming one of
+        # them means the peer will not fill the gap.
+        self._resend_requests: set[int] = set()
         # seq -> (message, received at, already handled): a ResendRequest that arrived ahead of
         # the gap is answered at once and waits here only to be counted in its turn.
         self._queue: dict[int, tuple[FixMessage, float, bool]] = {}
@@ -484,6 +487,18 @@ class FixConnection:
             self._store_().set_next_target_seq(seq)
             self._process(msg, msg_type, seq, now)
             return
+        if (
+            msg_type == MsgType.REJECT and self._resend_through is not None
+            and self._refuses_our_resend(_reject_received(msg))
+        ):
+            # The peer's Reject of our ResendRequest is numbered after the gap it refuses to
+            # fill: waiting for the gap first would wait for ever. Like a ResendRequest it is
+            # handled now and queued as handled, so its number is counted in turn.
+            if self._header_ok(msg, msg_type, seq, now, count=False):
+                self._queue[seq] = (msg, now, True)
+                self._events.append(_reject_received(msg))
+                self._abandon_resend(now)
+            return
         if msg_type == MsgType.RESEND_REQUEST:
             # FIX: answer the peer's ResendRequest first, then ask for our own gap. It is also
             # queued, as handled, so that its number is counted once the gap is filled even if
@@ -506,10 +521,10 @@ class FixConnection:
 
     def _request_resend(self, begin: int, through: int, now: float) -> None:
         # EndSeqNo=0 asks for everything from ``begin`` on, so one request covers later gaps.
-        self._send(
+        self._resend_requests.add(self._send(
             MsgType.RESEND_REQUEST,
             [(T.BEGIN_SEQ_NO, str(begin).encode()), (T.END_SEQ_NO, b"0")], now,
-        )
+        ))
         self._events.append(ResendRequestSent(begin, 0))
         self._resend_through = through
         self._resend_progress_at = now
@@ -545,6 +560,7 @@ class FixConnection:
         if self._resend_through is not None:
             if store.next_target_seq > self._resend_through:
                 self._resend_through = None
+                self._resend_requests.clear()
             else:
                 self._resend_progress_at = now
 
@@ -966,7 +982,36 @@ class FixConnection:
         return encode_message(old.get(T.MSG_TYPE) or b"", header, body, self.settings.begin_string)
 
     def _on_reject(self, msg: FixMessage, seq: int, now: float) -> None:
-        self._events.append(_reject_received(msg))
+        event = _reject_received(msg)
+        self._events.append(event)
+        if self._resend_through is not None and self._refuses_our_resend(event):
+            self._abandon_resend(now)
+
+    def _refuses_our_resend(self, reject: RejectReceived) -> bool:
+        """Whether a Reject names one of the ResendRequests sent for the current gap (by
+        RefSeqNum; by RefMsgType=2 only when RefSeqNum is missing)."""
+        if reject.ref_seq_num is None:
+            return reject.ref_msg_type == MsgType.RESEND_REQUEST
+        return reject.ref_seq_num in self._resend_requests
+
+    def _abandon_resend(self, now: float) -> None:
+        """The peer rejected our ResendRequest (e.g. Kalshi: BeginSeqNo older than the
+        retention period): the gap will never be filled. Report it as a SequenceGap, as on a
+        session without retransmission, and deliver what waited behind it; asking again would
+        only be rejected again while live messages pile up."""
+        through = self._resend_through
+        assert through is not None
+        store = self._store_()
+        expected = store.next_target_seq
+        self._resend_through = None
+        self._resend_requests.clear()
+        # A gap revealed by a Logon has nothing queued: the Logon's own number is the last one
+        # the peer was to fill.
+        resume = min(self._queue) if self._queue else through + 1
+        if resume > expected:
+            self._events.append(SequenceGap(expected, resume, resend_rejected=True))
+            store.set_next_target_seq(resume)
+        self._drain_queue(now)
 
     def _on_sequence_reset(
         self, msg: FixMessage, seq: int, now: float, *, gap_fill: bool = True
@@ -1000,7 +1045,13 @@ class FixConnection:
             )
             return
         store.set_next_target_seq(new_seq)
-        self._events.append(SequenceResetReceived(new_seq, gap_fill))
+        # A GapFill marked PossDup that arrives in sequence while our resend is outstanding
+        # answers it: the numbers it skips are ones we asked for and will never see.
+        requested = (
+            seq if gap_fill and self._resend_through is not None and new_seq > seq
+            and msg.get(T.POSS_DUP_FLAG) == b"Y" else None
+        )
+        self._events.append(SequenceResetReceived(new_seq, gap_fill, requested))
         if not gap_fill:
             self._drain_queue(now)
 
@@ -1026,6 +1077,7 @@ class FixConnection:
         # Whatever a resend was filling belongs to the numbering that just ended.
         self._queue.clear()
         self._resend_through = None
+        self._resend_requests.clear()
         store = self._store_()
         if self.settings.role is Role.INITIATOR:
             if self._reset_answer_pending:

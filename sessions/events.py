@@ -95,12 +95,14 @@ class ApplicationMessage(Event):
 
 @attrs.frozen
 class SequenceGap(Event):
-    """Inbound messages ``expected`` .. ``received - 1`` were never seen and the endpoint has no
-    retransmission: the supervisor must recover them elsewhere (drop copy). The message at
-    ``received`` was delivered normally after this event."""
+    """Inbound messages ``expected`` .. ``received - 1`` were never seen and will not be resent:
+    the endpoint has no retransmission, or (``resend_rejected``) it rejected our ResendRequest
+    for them. The supervisor must recover them elsewhere (drop copy). The message at
+    ``received``, if one arrived, was delivered normally after this event."""
 
     expected: int
     received: int
+    resend_rejected: bool = False
 
 
 @attrs.frozen
@@ -134,10 +136,17 @@ class SequenceNumbersReset(Event):
 
 @attrs.frozen
 class SequenceResetReceived(Event):
-    """The peer moved our expected inbound sequence number to ``new_seq_num``."""
+    """The peer moved our expected inbound sequence number to ``new_seq_num``.
+
+    ``requested_from`` is set when this was a GapFill answering our ResendRequest: numbers
+    ``requested_from`` .. ``new_seq_num - 1``, which we had asked to be resent, were skipped
+    instead. The peer gap-fills session messages that way, but also application messages it no
+    longer has; the core cannot tell which, so a supervisor that must not lose executions
+    reconciles through another channel (drop copy)."""
 
     new_seq_num: int
     gap_fill: bool
+    requested_from: int | None = None
 
 
 @attrs.frozen

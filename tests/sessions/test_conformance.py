@@ -263,7 +263,8 @@ def test_1b_logon_with_seq_too_high_is_answered_then_resend_requested() -> None:
     events = conn.receive_data(
         s.peer(b"4", 1, [(123, b"Y"), (36, b"6")], poss_dup=b"Y"), T0
     )
-    assert events == [SequenceResetReceived(6, True)]
+    # requested_from: the numbers 1..5 we asked for were skipped, not resent.
+    assert events == [SequenceResetReceived(6, True, requested_from=1)]
     assert conn.next_target_seq == 6 and not conn.resend_in_progress
 
 
@@ -611,7 +612,10 @@ def test_10a_gap_fill_with_seq_too_high_requests_resend(s: Session) -> None:
     events = s.conn.receive_data(
         s.peer(b"4", 2, [(123, b"Y"), (36, b"4")], poss_dup=b"Y", orig=utc_timestamp(T0)), T0
     )
-    assert events == [SequenceResetReceived(4, True), SequenceResetReceived(9, True)]
+    # The resend's fill of 2..3 names what it skipped; the live gap fill at 4 was not asked for.
+    assert events == [
+        SequenceResetReceived(4, True, requested_from=2), SequenceResetReceived(9, True)
+    ]
     assert s.conn.next_target_seq == 9 and not s.conn.resend_in_progress
 
 
@@ -655,6 +659,89 @@ def test_10_gap_fill_kalshi_profile_without_retransmission() -> None:
     cl = initiator(retransmission=False)
     events = cl.conn.receive_data(cl.peer(b"4", 2, [(123, b"Y"), (36, b"7")]), T0)
     assert events == [SequenceResetReceived(7, True)] and cl.out() == b""
+
+
+def test_10_live_gap_fill_without_poss_dup_names_no_requested_numbers(s: Session) -> None:
+    # Only a fill answering our ResendRequest (PossDup=Y, resend outstanding) skips numbers we
+    # asked for; an in-sequence fill with nothing outstanding reports none.
+    events = s.conn.receive_data(s.peer(b"4", 2, [(123, b"Y"), (36, b"5")]), T0)
+    assert events == [SequenceResetReceived(5, True)] and events[0].requested_from is None
+
+
+def test_10_gap_fill_over_requested_application_numbers_says_what_it_skipped(
+    s: Session,
+) -> None:
+    # Messages 2..3 (say, ExecutionReports) were lost; the peer no longer has them and fills
+    # 2..3 instead of resending. The core cannot tell them from session messages, so the event
+    # names the skipped range for the supervisor to reconcile elsewhere.
+    s.conn.receive_data(s.peer(b"8", 4, [(17, b"e4")]), T0)
+    s.out()
+    events = s.conn.receive_data(
+        s.peer(b"4", 2, [(123, b"Y"), (36, b"4")], poss_dup=b"Y", orig=utc_timestamp(T0)), T0
+    )
+    assert events[0] == SequenceResetReceived(4, True, requested_from=2)
+    assert kinds(events) == [SequenceResetReceived, ApplicationMessage]
+    assert s.conn.next_target_seq == 5 and not s.conn.resend_in_progress
+
+
+# ------------------------------------------------------ rejected ResendRequest (Kalshi §3.3)
+def test_rejected_resend_request_gives_up_the_gap_and_delivers_what_waited(s: Session) -> None:
+    # Kalshi rejects a ResendRequest whose BeginSeqNo is older than its retention period. The
+    # Reject is numbered after the gap, so it is handled ahead of it: the gap is reported as a
+    # SequenceGap (recover it through the drop copy) and the queued messages flow again.
+    s.conn.receive_data(s.peer(b"8", 5, [(17, b"e5")]), T0)
+    assert s.out() == s.ours(b"2", 2, [(7, b"2"), (16, b"0")])
+    events = s.conn.receive_data(
+        s.peer(b"3", 6, [(45, b"2"), (372, b"2"), (373, b"5"), (58, b"BeginSeqNo too old")]), T0
+    )
+    assert kinds(events) == [RejectReceived, SequenceGap, ApplicationMessage]
+    assert events[0].ref_seq_num == 2
+    assert events[1] == SequenceGap(2, 5, resend_rejected=True)
+    assert events[2].message.get(17) == b"e5"
+    assert s.conn.next_target_seq == 7 and not s.conn.resend_in_progress
+    # Nothing is asked again once the stall timer runs, and the next message is in sequence.
+    assert s.conn.tick(T0 + 31) == [] and b"35=2\x01" not in s.out()
+    (ev,) = s.conn.receive_data(s.peer(b"8", 7, [(17, b"e7")], at=T0 + 31), T0 + 31)
+    assert isinstance(ev, ApplicationMessage) and ev.seq_num == 7
+
+
+def test_rejected_resend_request_without_ref_seq_num_is_known_by_ref_msg_type(
+    s: Session,
+) -> None:
+    s.conn.receive_data(s.peer(b"8", 4, [(17, b"e4")]), T0)
+    s.out()
+    events = s.conn.receive_data(s.peer(b"3", 5, [(372, b"2"), (58, b"no")]), T0)
+    assert kinds(events) == [RejectReceived, SequenceGap, ApplicationMessage]
+    assert events[1] == SequenceGap(2, 4, resend_rejected=True)
+    assert s.conn.next_target_seq == 6
+
+
+def test_a_reject_of_another_message_during_a_resend_waits_its_turn(s: Session) -> None:
+    # A Reject naming something other than our ResendRequest is ordinary: queued behind the gap.
+    s.conn.receive_data(s.peer(b"8", 4, [(17, b"e4")]), T0)
+    s.out()
+    events = s.conn.receive_data(s.peer(b"3", 5, [(45, b"1"), (372, b"A")]), T0)
+    assert events == [] and s.conn.resend_in_progress
+    events = s.conn.receive_data(
+        s.peer(b"4", 2, [(123, b"Y"), (36, b"4")], poss_dup=b"Y", orig=utc_timestamp(T0)), T0
+    )
+    assert kinds(events) == [SequenceResetReceived, ApplicationMessage, RejectReceived]
+    assert s.conn.next_target_seq == 6
+
+
+def test_rejected_resend_after_a_logon_gap_moves_past_the_logon() -> None:
+    # The Logon (MsgSeqNum 5) revealed 1..4 missing; nothing is queued. A rejected resend
+    # gives up 1..5 (the Logon's own number included, which the fill would have covered).
+    conn = FixConnection(_settings(Role.INITIATOR), MemoryStore())
+    conn.start(T0)
+    conn.data_to_send()
+    events = conn.receive_data(gateway_logon(5, reset=False), T0)
+    assert kinds(events) == [LoggedOn, ResendRequestSent]
+    s = Session(conn, CLIENT, GATEWAY)
+    events = conn.receive_data(s.peer(b"3", 6, [(45, b"2"), (372, b"2")]), T0)
+    assert kinds(events) == [RejectReceived, SequenceGap]
+    assert events[1] == SequenceGap(1, 6, resend_rejected=True)
+    assert conn.next_target_seq == 7 and not conn.resend_in_progress
 
 
 # --------------------------------------------------------------------------- 11: SequenceReset-Reset
@@ -856,7 +943,7 @@ def test_20_simultaneous_resend_requests(s: Session) -> None:
         s.peer(b"4", 2, [(123, b"Y"), (36, b"4")], at=at, poss_dup=b"Y", orig=utc_timestamp(at)),
         at,
     )
-    assert events == [SequenceResetReceived(4, True)]
+    assert events == [SequenceResetReceived(4, True, requested_from=2)]
     assert s.out() == b""
     assert s.conn.next_target_seq == 5 and not s.conn.resend_in_progress
     (ev,) = s.conn.receive_data(s.peer(b"8", 5, [(17, b"e5")], at=at), at)
