@@ -29,7 +29,15 @@ import trio
 from sessions.config import SessionConfig
 from sessions.driver import FixSession
 from sessions.errors import LocalProtocolError, SessionClosed
-from sessions.events import ApplicationMessage, Event, LoggedOn, SequenceGap, SessionEnded
+from sessions.events import (
+    ApplicationMessage,
+    Event,
+    LoggedOn,
+    SequenceGap,
+    SequenceNumbersReset,
+    SequenceResetReceived,
+    SessionEnded,
+)
 from sessions.message import Value
 from sessions.store import MessageStore
 
@@ -440,6 +448,12 @@ class SessionChild:
                     self._went_up(session, event)
                 elif isinstance(event, SequenceGap):
                     self._tree.notify("sequence_gap", self.name, event)
+                elif isinstance(event, SequenceResetReceived):
+                    # A GapFill over numbers we asked for may have skipped lost executions.
+                    self._tree.notify("sequence_reset", self.name, event)
+                elif isinstance(event, SequenceNumbersReset):
+                    # Losses under the old numbering can no longer be asked for again.
+                    self._tree.notify("sequence_numbers_reset", self.name, event)
                 elif isinstance(event, SessionEnded):
                     self.active_session = None
             if burst:

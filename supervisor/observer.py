@@ -17,7 +17,14 @@ from typing import Any, Protocol
 import attrs
 
 from sessions.config import SessionConfig
-from sessions.events import ApplicationMessage, LoggedOn, SequenceGap, SessionEnded
+from sessions.events import (
+    ApplicationMessage,
+    LoggedOn,
+    SequenceGap,
+    SequenceNumbersReset,
+    SequenceResetReceived,
+    SessionEnded,
+)
 from sessions.message import Value
 
 
@@ -143,7 +150,21 @@ class SessionObserver(Protocol):
         earlier ones have taken all of it."""
         ...
 
-    def sequence_gap(self, name: str, gap: SequenceGap) -> None: ...
+    def sequence_gap(self, name: str, gap: SequenceGap) -> None:
+        """Inbound messages were lost for good: the session has no retransmission, or the peer
+        rejected our ResendRequest (``gap.resend_rejected``)."""
+        ...
+
+    def sequence_reset(self, name: str, event: SequenceResetReceived) -> None:
+        """The peer moved our expected inbound number (SequenceReset). When
+        ``event.requested_from`` is set, it gap-filled numbers we had asked to be resent:
+        possibly application messages it no longer had."""
+        ...
+
+    def sequence_numbers_reset(self, name: str, event: SequenceNumbersReset) -> None:
+        """The peer restarted both sequence numbers mid-session (Logon with
+        ResetSeqNumFlag=Y): anything lost under the old numbering can no longer be resent."""
+        ...
 
 
 class ObserverBase:
@@ -169,4 +190,10 @@ class ObserverBase:
             self.application_message(name, event)
 
     def sequence_gap(self, name: str, gap: SequenceGap) -> None:
+        pass
+
+    def sequence_reset(self, name: str, event: SequenceResetReceived) -> None:
+        pass
+
+    def sequence_numbers_reset(self, name: str, event: SequenceNumbersReset) -> None:
         pass

@@ -74,7 +74,13 @@ from typing import Any
 import attrs
 import trio
 
-from sessions.events import ApplicationMessage, LoggedOn, SequenceGap
+from sessions.events import (
+    ApplicationMessage,
+    LoggedOn,
+    SequenceGap,
+    SequenceNumbersReset,
+    SequenceResetReceived,
+)
 from sessions.message import FixMessage
 
 from .errors import ChildStopped, SupervisorError
@@ -398,14 +404,33 @@ class RecoveryObserver(ObserverBase):
         self._open_gap(name, self.clock(), f"session down ({down.kind.value})", up=False)
 
     def sequence_gap(self, name: str, gap: SequenceGap) -> None:
+        what = "resend rejected, sequence gap" if gap.resend_rejected else "sequence gap"
+        self._lost_in_session(name, f"{what} {gap.expected}..{gap.received - 1}")
+
+    def sequence_reset(self, name: str, event: SequenceResetReceived) -> None:
+        # KalshiRT answered our ResendRequest with a GapFill: for session messages that is
+        # normal, but an ExecutionReport it no longer had is filled the same way and the core
+        # cannot tell them apart. The replay is one U1 per index; a lost fill is not cheap.
+        if event.requested_from is None:
+            return
+        self._lost_in_session(
+            name, f"resend gap-filled {event.requested_from}..{event.new_seq_num - 1}"
+        )
+
+    def sequence_numbers_reset(self, name: str, event: SequenceNumbersReset) -> None:
+        # A mid-session reset Logon: whatever was missing under the old numbering can never be
+        # asked for again (and a resend in progress was dropped with it).
+        self._lost_in_session(name, "sequence numbers reset mid-session")
+
+    def _lost_in_session(self, name: str, reason: str) -> None:
+        """Messages of a logged-on session are lost to FIX recovery: open a gap now, before the
+        session's next report can move its mark past them."""
         if name == self.drop_copy:
             # A lost replayed report shows as a count mismatch, a lost U2/U3 as a timeout.
             return
         if name not in self._gen:
             return
-        self._open_gap(
-            name, self.clock(), f"sequence gap {gap.expected}..{gap.received - 1}", up=True
-        )
+        self._open_gap(name, self.clock(), reason, up=True)
         self.executions.hold()
         self._wake.set()
 

@@ -29,7 +29,7 @@ since :meth:`Gateway.run` started.
 Faults (:mod:`sessions.testing.faults`) fire once: a fault is attached to every matching
 connection (open, or opened later) until it has fired somewhere. Byte-level kinds are applied by
 :class:`~sessions.testing.faults.FaultyStream` layers under the session; STOP_HEARTBEATS and
-SKIP_SEQ by the gateway on the session; REJECT_LOGON, RESTART and REFUSE_CONNECTIONS by the
+SKIP_SEQ and FORGET_SENT by the gateway on the session; REJECT_LOGON, RESTART and REFUSE_CONNECTIONS by the
 gateway itself. A fault injected while a connection is open counts ``after`` from that moment,
 and a STALL or SLOW_READER injected then takes hold from the gateway's next read (the read
 already waiting completes normally).
@@ -1265,6 +1265,16 @@ class Gateway:
             self._record_fault(
                 conn.endpoint, conn.key_id, fault.kind,
                 f"MsgSeqNum {before}..{before + fault.count - 1} skipped",
+            )
+        elif fault.kind is _K.FORGET_SENT:
+            store = session.connection.store
+            assert store is not None
+            # Pruning "older than infinity" drops every kept message: a ResendRequest for any
+            # of them is gap-filled, the gateway's answer past the retention period.
+            forgotten = store.prune(math.inf)
+            self._record_fault(
+                conn.endpoint, conn.key_id, fault.kind,
+                f"{forgotten} sent messages forgotten (a resend of them is gap-filled)",
             )
         elif fault.kind is _K.STOP_HEARTBEATS:
             duration = fault.duration
