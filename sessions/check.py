@@ -7,7 +7,9 @@ step fails it says which one and lists the likely causes from Kalshi's troublesh
 
 It uses the session's real store, so on an endpoint with sequence continuity (KalshiRT) the check
 advances the stored sequence numbers like any session would. Kalshi allows one connection per
-API key: do not run it while the supervisor runs the same session.
+API key: the ``kalshi-fix check`` command (``supervisor/cli.py``) therefore takes the key's
+process lock, the one a running supervisor holds, and refuses (exit 7) while another process
+holds it; :func:`run_check` itself, called directly, takes no lock.
 
 Exit codes of ``check``:
 
@@ -18,6 +20,8 @@ Exit codes of ``check``:
 4     Logon rejected (Logout/Reject from the gateway) or not answered
 5     the gateway did not answer the TestRequest in time
 6     the gateway did not confirm the Logout (the session itself worked)
+7     (the ``kalshi-fix check`` command only) the API key is locked by another process, such
+      as a running supervisor: nothing was sent
 ====  ==================================================================================
 
 ``keygen --out-dir DIR --name NAME`` writes ``NAME.pem`` (private, PKCS#8, mode 0600) and

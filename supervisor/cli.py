@@ -4,6 +4,13 @@ Each subcommand registers its arguments in :func:`build_parser` and points ``han
 function returning the exit code; the work itself lives elsewhere (``sessions.check`` for
 ``check`` and ``keygen``), so new subcommands (``run``, ``gateway`` …) only add a parser and a
 handler here.
+
+``check`` takes the checked session's API key lock (:class:`supervisor.keys.ProcessKeyLock`, the
+one ``kalshi-fix run`` holds) for as long as it may be connected: Kalshi allows one connection
+per key, so a check on a key a running supervisor uses would log that session off. The lock is
+taken here rather than in ``sessions.check`` because the session layer knows nothing of the
+supervisor. A key locked by another process ends the check before anything is sent, with exit
+code :data:`EXIT_CHECK_KEY_LOCKED`.
 """
 
 from __future__ import annotations
@@ -13,21 +20,90 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
+from typing import TYPE_CHECKING, TextIO
+
 import trio
 
 from sessions import check
+from sessions.config import load_config
+from sessions.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from supervisor.keys import ProcessKeyLock
+
+#: ``kalshi-fix check``: the key is locked by another process (a supervisor); nothing was sent.
+EXIT_CHECK_KEY_LOCKED = 7
+
+
+def _fail(out: TextIO, error: object, code: int, hint: str | None = None) -> int:
+    # The layout of sessions.check's report, for a step it does not know about.
+    print(f"  FAILED key lock  {error}", file=out)
+    if hint:
+        print(f"likely cause:\n  - {hint}", file=out)
+    print(f"check failed at step 'key lock' (exit {code})", file=out)
+    return code
+
+
+def _lock_checked_key(
+    config_path: str, session_name: str | None, out: TextIO
+) -> tuple[ProcessKeyLock | None, int | None]:
+    """Take the key lock of the session to check: ``(lock, None)``, ``(None, exit code)`` when
+    the check must not run, or ``(None, None)`` when the file or session name is wrong, which
+    :func:`sessions.check.run_check` then reports (before connecting) as its config step."""
+    from supervisor.config import lock_dir_of
+    from supervisor.errors import KeyLockedByOtherProcess, SupervisorError
+    from supervisor.keys import ProcessKeyLock
+
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return None, None
+    if session_name is None:
+        if len(config.sessions) != 1:
+            return None, None
+        session = next(iter(config.sessions.values()))
+    elif session_name in config.sessions:
+        session = config.sessions[session_name]
+    else:
+        return None, None
+    try:
+        lock_dir = lock_dir_of(config)
+    except ConfigError as exc:
+        return None, _fail(out, exc, check.EXIT_CONFIG)
+    lock = ProcessKeyLock(
+        lock_dir, session.key_id, f"kalshi-fix check {config_path} --session {session.name}"
+    )
+    try:
+        lock.acquire()
+    except KeyLockedByOtherProcess as exc:
+        return None, _fail(
+            out, exc, EXIT_CHECK_KEY_LOCKED,
+            "a supervisor (kalshi-fix run or an embedded app) runs a session on this key; "
+            "Kalshi allows one connection per API key, so a check now would log that session "
+            "off. Nothing was sent: check while it is stopped, or check another key",
+        )
+    except SupervisorError as exc:
+        return None, _fail(out, exc, check.EXIT_CONFIG)
+    return lock, None
 
 
 def _check(args: argparse.Namespace) -> int:
-    return trio.run(
-        partial(
-            check.run_check,
-            args.config,
-            args.session,
-            out=sys.stdout,
-            test_request_timeout=args.timeout,
+    lock, refused = _lock_checked_key(args.config, args.session, sys.stdout)
+    if refused is not None:
+        return refused
+    try:
+        return trio.run(
+            partial(
+                check.run_check,
+                args.config,
+                args.session,
+                out=sys.stdout,
+                test_request_timeout=args.timeout,
+            )
         )
-    )
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -57,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "round trip and Logout, printing each step with its timing; on failure, name the step "
         "and the likely cause.",
         epilog="exit codes: 0 ok, 2 config/key/store, 3 transport/TLS, 4 logon rejected, "
-        "5 test request unanswered, 6 logout unconfirmed",
+        "5 test request unanswered, 6 logout unconfirmed, 7 the API key is locked by another "
+        "process (a running supervisor; nothing was sent)",
     )
     p.add_argument("config", help="TOML config file")
     p.add_argument("--session", help="[session.NAME] to check (optional if there is only one)")

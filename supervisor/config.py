@@ -11,7 +11,7 @@ keeps it unparsed in ``Config.extra``)::
     restart_intensity = 5        # more than this many unplanned restarts ...
     restart_period = 60.0        # ... within this many seconds: the supervisor gives up
     state_dir = "var/supervisor" # relative paths are relative to the config file
-    lock_dir = "var/supervisor/locks"
+    lock_dir = "/srv/kalshi/locks"   # default: $KALSHI_FIX_LOCK_DIR, else /tmp/kalshi-fix-<uid>/locks
 
     [supervisor.maintenance]     # the weekly window (REFERENCE §1.6) and one-off extra windows
     timezone = "America/New_York"
@@ -63,6 +63,7 @@ from sessions.errors import ConfigError
 
 from .backoff import Backoff
 from .intensity import RestartIntensity
+from .keys import default_lock_dir
 
 #: Relative to the config file's directory.
 DEFAULT_STATE_DIR = Path("var/supervisor")
@@ -177,10 +178,8 @@ class SupervisorConfig:
     restart_intensity: int = 5
     restart_period: float = 60.0
     state_dir: Path = attrs.field(default=DEFAULT_STATE_DIR, converter=Path)
-    lock_dir: Path = attrs.field(
-        default=attrs.Factory(lambda self: self.state_dir / "locks", takes_self=True),
-        converter=Path,
-    )
+    #: Host-wide by default, never beside the configuration (:func:`supervisor.keys.default_lock_dir`).
+    lock_dir: Path = attrs.field(factory=default_lock_dir, converter=Path)
     maintenance: MaintenanceSettings = attrs.Factory(MaintenanceSettings)
     reconciliation: ReconciliationSettings = attrs.Factory(
         lambda self: ReconciliationSettings(journal=self.state_dir / "executions.jsonl"),
@@ -267,7 +266,7 @@ def parse_supervisor_config(config: Config) -> SupervisorConfig:
         raise t.error("restart_period", f"must be a positive number of seconds, got {period}")
 
     state_dir = _path(t, "state_dir", base, base / DEFAULT_STATE_DIR)
-    lock_dir = _path(t, "lock_dir", base, state_dir / "locks")
+    lock_dir = _lock_dir(t, base)
 
     maintenance = _parse_maintenance(_subtable(t, "maintenance"), p)
     reconciliation = _parse_reconciliation(
@@ -290,14 +289,42 @@ def parse_supervisor_config(config: Config) -> SupervisorConfig:
     )
 
 
+def lock_dir_of(config: Config) -> Path:
+    """Only ``[supervisor] lock_dir`` (or its host-wide default) of ``config``, validated as
+    :func:`parse_supervisor_config` does, for a command that needs the key locks and nothing
+    else of the supervisor (``kalshi-fix check``), so a file without a valid supervisor setup
+    (no drop copy, say) still works there."""
+    raw = config.extra.get("supervisor", {})
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{config.path}: 'supervisor' must be a table ([supervisor])")
+    # Only lock_dir is read; the other keys are the supervisor's business.
+    return _lock_dir(_Table(raw, f"{config.path}: [supervisor]", tuple(raw)), config.base_dir)
+
+
+def _lock_dir(t: _Table, base: Path) -> Path:
+    # Not beside the file: configurations in two folders naming one key must exclude each other.
+    lock_dir = _optional_path(t, "lock_dir", base)
+    if lock_dir is not None:
+        return lock_dir
+    try:
+        return default_lock_dir()
+    except ConfigError as exc:
+        raise t.error("lock_dir", f"not given, and {exc}") from None
+
+
 def _number(t: _Table, key: str, default: float) -> float:
     return float(t.get(key, "a number", _is_number, default))
 
 
 def _path(t: _Table, key: str, base: Path, default: Path) -> Path:
+    value = _optional_path(t, key, base)
+    return default if value is None else value
+
+
+def _optional_path(t: _Table, key: str, base: Path) -> Path | None:
     value = t.get(key, "a path string", _is_str, None)
     if value is None:
-        return default
+        return None
     if not value.strip():
         raise t.error(key, "must be a path, got an empty string")
     return _resolve(base, value)

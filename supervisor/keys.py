@@ -11,6 +11,21 @@ during a restart:
 * :class:`ProcessKeyLock` (across processes on one host): an ``flock`` on one file per key,
   taken at start-up and held for the life of the process. The kernel drops it when the process
   exits, however it exits, so a crashed supervisor never leaves a stale lock behind.
+
+Where the lock files live decides which processes exclude each other, so the default is the
+same for every configuration of one OS user on the host, wherever its file is
+(:func:`default_lock_dir`):
+
+1. ``[supervisor] lock_dir`` in the configuration, if given (e.g. a directory shared by several
+   OS users that run supervisors on the same keys);
+2. else the environment variable ``KALSHI_FIX_LOCK_DIR`` (an absolute path);
+3. else ``/tmp/kalshi-fix-<uid>/locks``, created with mode 0700 and refused if
+   ``/tmp/kalshi-fix-<uid>`` is not a directory of this user closed to everyone else.
+
+Not ``$XDG_RUNTIME_DIR``: a login shell has it and a systemd service or cron job of the same
+user usually does not, which would give one user two "host-wide" directories. Caveats: a
+service with ``PrivateTmp=yes`` sees its own ``/tmp``, and two OS users get two directories;
+set ``lock_dir`` (or ``KALSHI_FIX_LOCK_DIR``) to one shared directory in those set-ups.
 """
 
 from __future__ import annotations
@@ -21,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -31,7 +47,70 @@ from typing import Any
 import attrs
 import trio
 
+from sessions.errors import ConfigError
+
 from .errors import KeyInUse, KeyLockedByOtherProcess, SupervisorError
+
+#: Environment variable naming the lock directory when the configuration gives no ``lock_dir``.
+LOCK_DIR_ENV = "KALSHI_FIX_LOCK_DIR"
+
+
+def builtin_lock_dir() -> Path:
+    """``/tmp/kalshi-fix-<uid>/locks``: the lock directory without configuration or
+    environment (module docstring). A fixed path, so every process of this user agrees."""
+    return Path("/tmp") / f"kalshi-fix-{os.getuid()}" / "locks"
+
+
+def default_lock_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The lock directory when ``[supervisor] lock_dir`` is not given: ``KALSHI_FIX_LOCK_DIR``
+    if set, else :func:`builtin_lock_dir`. Never relative to a configuration file: two
+    configurations in different folders naming one key must meet in the same directory."""
+    env = os.environ if environ is None else environ
+    value = env.get(LOCK_DIR_ENV, "")
+    if not value:
+        return builtin_lock_dir()
+    path = Path(value)
+    if not path.is_absolute():
+        raise ConfigError(
+            f"environment variable {LOCK_DIR_ENV} must be an absolute path (the key locks "
+            f"must not depend on the working directory), got {value!r}"
+        )
+    return path
+
+
+def _make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for every directory it creates."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made by a process starting at the same time: checked below like any other
+
+
+def _check_private_root(root: Path) -> None:
+    """The built-in lock directory is under a name in the world-writable ``/tmp`` that anyone
+    could have made first: use it only if it is a real directory of ours, closed to others."""
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        raise SupervisorError(f"cannot inspect the lock directory {root}: {exc.strerror}") from None
+    problem = None
+    if not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory (a symbolic link or a file)"
+    elif st.st_uid != os.getuid():
+        problem = f"belongs to uid {st.st_uid}, not to this user (uid {os.getuid()})"
+    elif st.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700"
+    if problem is not None:
+        raise SupervisorError(
+            f"the default lock directory {root} {problem}; remove it, or set lock_dir in "
+            f"[supervisor] (or {LOCK_DIR_ENV}) to a directory of your own"
+        )
 
 # ----------------------------------------------------------------------------- in-process
 
@@ -146,7 +225,15 @@ class ProcessKeyLock:
         if self._fd is not None:
             return
         try:
-            self.lock_dir.mkdir(parents=True, exist_ok=True)
+            _make_private_dirs(self.lock_dir)
+        except OSError as exc:
+            raise SupervisorError(
+                f"cannot create the lock directory {self.lock_dir} for API key {self.key_id}: "
+                f"{exc.strerror or type(exc).__name__}; check lock_dir in [supervisor]"
+            ) from None
+        if self.lock_dir == builtin_lock_dir():
+            _check_private_root(self.lock_dir.parent)
+        try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise SupervisorError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from supervisor import keys
 from supervisor.errors import KeyInUse, KeyLockedByOtherProcess, SupervisorError
 from supervisor.keys import KeyRegistry, ProcessKeyLock, lock_file_name, lock_keys
 
@@ -265,3 +267,45 @@ def test_another_process_holding_the_key_is_named_by_pid(tmp_path: Path) -> None
         assert mine.holder() == (os.getpid(), "test parent")
     finally:
         mine.release()
+
+
+# ----------------------------------------------------------------------------- the default directory
+
+
+def test_lock_directories_are_created_private(tmp_path: Path) -> None:
+    with ProcessKeyLock(tmp_path / "kalshi-fix-x" / "locks", KEY):
+        pass
+    for made in (tmp_path / "kalshi-fix-x", tmp_path / "kalshi-fix-x" / "locks"):
+        assert stat.S_IMODE(made.stat().st_mode) & 0o077 == 0, oct(made.stat().st_mode)
+
+
+def test_the_builtin_directory_is_used_when_it_is_ours_and_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builtin = tmp_path / "kalshi-fix-1000" / "locks"
+    monkeypatch.setattr(keys, "builtin_lock_dir", lambda: builtin)
+    with ProcessKeyLock(builtin, KEY) as lock:
+        assert lock.path.parent == builtin
+    assert stat.S_IMODE(builtin.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("how", ["open to others", "symlink"])
+def test_a_builtin_directory_someone_else_could_use_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    root = tmp_path / "kalshi-fix-1000"
+    if how == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        root.symlink_to(tmp_path / "elsewhere")
+    else:
+        root.mkdir()
+        root.chmod(0o777)
+    builtin = root / "locks"
+    monkeypatch.setattr(keys, "builtin_lock_dir", lambda: builtin)
+    with pytest.raises(SupervisorError) as info:
+        ProcessKeyLock(builtin, KEY).acquire()
+    message = str(info.value)
+    assert str(root) in message and "lock_dir" in message and keys.LOCK_DIR_ENV in message
+    assert ("0777" in message) if how == "open to others" else ("not a directory" in message)
+    # Refused before any lock file was made in it.
+    assert not (builtin / lock_file_name(KEY)).exists()

@@ -24,6 +24,7 @@ from sessions.testing.client import new_order, next_app
 from sessions.testing.pytest_plugin import GatewayOptions
 from supervisor import run as run_module
 from supervisor.config import WEEKDAYS
+from supervisor.keys import LOCK_DIR_ENV
 from supervisor.run import (
     EXIT_CHILD_STOPPED,
     EXIT_CONFIG,
@@ -54,8 +55,11 @@ def write_config(
     tmp_path: Path,
     sessions: dict[str, dict[str, Any]],
     supervisor: str = "",
+    *,
+    lock_dir: str | None = "locks",
 ) -> Path:
-    """A TOML file with ``sessions`` (name → session keys) in start order."""
+    """A TOML file with ``sessions`` (name → session keys) in start order; ``lock_dir=None``
+    leaves the key locks in the host-wide default (the suite's ``KALSHI_FIX_LOCK_DIR``)."""
     lines: list[str] = []
 
     def table_lines(header: str, table: dict[str, Any]) -> None:
@@ -78,7 +82,7 @@ def write_config(
     lines += [
         "[supervisor]",
         'state_dir = "state"',
-        'lock_dir = "locks"',
+        *([f'lock_dir = "{lock_dir}"'] if lock_dir is not None else []),
         supervisor,
         "[supervisor.maintenance]",
         f'weekday = "{far_weekday()}"',
@@ -87,6 +91,7 @@ def write_config(
     ]
     for order, name in enumerate(sessions):
         lines += [f"[supervisor.sessions.{name}]", f"start_order = {order}"]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "firm.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -130,11 +135,11 @@ class Output:
         self.lines += [line.decode() for line in complete]
 
 
-async def run_to_exit(config: Path) -> tuple[int, str]:
+async def run_to_exit(config: Path, env: dict[str, str] = ENV) -> tuple[int, str]:
     with trio.fail_after(60):
         result = await trio.run_process(
             [*RUN, str(config)], capture_stdout=True, stderr=subprocess.STDOUT, check=False,
-            env=ENV, cwd=REPO,
+            env=env, cwd=REPO,
         )
     return result.returncode, result.stdout.decode()
 
@@ -240,6 +245,43 @@ async def test_a_key_locked_by_another_process_exits_3_naming_its_pid(
     assert code == EXIT_KEY_LOCKED, text
     assert f"API key {key_id} is locked by process {holder.pid} (the other supervisor)" in text
     assert gw.gateway.connections == []
+
+
+async def test_two_configs_in_different_folders_on_one_key_exclude_each_other(
+    kalshi_gateway, tmp_path, _private_key_lock_dir: Path
+) -> None:
+    # Neither file names a lock_dir: both fall back to the host-wide default (here the test's
+    # own KALSHI_FIX_LOCK_DIR, never the host's real one).
+    gw = kalshi_gateway
+    key_id = gw.keys["nr"].key_id
+    first = write_config(tmp_path / "desk-a", {"orders": session(gw, "KalshiNR", "nr")}, lock_dir=None)
+    second = write_config(
+        tmp_path / "desk-b", {"hedger": session(gw, "KalshiNR", "nr")}, lock_dir=None
+    )
+    env = {**ENV, LOCK_DIR_ENV: str(_private_key_lock_dir)}
+    proc = await trio.lowlevel.open_process(
+        [*RUN, str(first)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+    )
+    assert proc.stdout is not None
+    out = Output(proc.stdout)
+    try:
+        with trio.fail_after(60):
+            await out.until(lambda lines: any(" up (" in line for line in lines))
+        code, text = await run_to_exit(second, env)
+        assert code == EXIT_KEY_LOCKED, text
+        assert f"API key {key_id} is locked by process {proc.pid} (kalshi-fix run {first})" in text
+        # The first supervisor's session was never disturbed: one connection on the key.
+        assert [r.key_id for r in gw.gateway.connections].count(key_id) == 1
+        assert gw.gateway.is_connected(key_id)
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            assert await proc.wait() == EXIT_OK, await out.rest()
+    finally:
+        if proc.returncode is None:  # pragma: no cover - only when the test failed
+            proc.kill()
+            await proc.wait()
+    assert list(_private_key_lock_dir.glob("*.lock")) != []
+    assert not (tmp_path / "desk-a" / "var").exists() and not (tmp_path / "desk-b" / "var").exists()
 
 
 async def test_every_session_stopped_by_a_non_retryable_reject_exits_4(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -10,6 +11,7 @@ import pytest
 
 from sessions.errors import ConfigError
 from supervisor.backoff import Backoff
+from supervisor.keys import LOCK_DIR_ENV, builtin_lock_dir
 from supervisor.config import (
     ChildSettings,
     MaintenanceSettings,
@@ -65,13 +67,16 @@ def error(tmp_path: Path, supervisor: str, sessions: str = SESSIONS) -> tuple[Pa
 # ----------------------------------------------------------------------------- happy paths
 
 
-def test_defaults_without_a_supervisor_table(tmp_path: Path) -> None:
+def test_defaults_without_a_supervisor_table(
+    tmp_path: Path, _private_key_lock_dir: Path
+) -> None:
     config, sup = load_supervisor_config(write(tmp_path, SESSIONS))
     assert list(config.sessions) == ["orders", "dropcopy"]
     assert (sup.backoff_min, sup.backoff_max, sup.backoff_jitter) == (1.0, 60.0, 0.2)
     assert (sup.restart_intensity, sup.restart_period) == (5, 60.0)
     assert sup.state_dir == tmp_path / "var/supervisor"
-    assert sup.lock_dir == tmp_path / "var/supervisor/locks"
+    # Host-wide, not beside the file (the suite points KALSHI_FIX_LOCK_DIR at a temp dir).
+    assert sup.lock_dir == _private_key_lock_dir
     assert sup.maintenance == MaintenanceSettings()
     assert sup.maintenance.weekday_name == "thursday"
     assert (sup.maintenance.start, sup.maintenance.end) == (dt.time(3), dt.time(5))
@@ -146,10 +151,41 @@ start_order = 1
     assert sup.start_sequence == ("dropcopy", "orders")
 
 
-def test_journal_and_locks_follow_state_dir(tmp_path: Path) -> None:
+def test_the_journal_follows_state_dir_but_the_locks_stay_host_wide(
+    tmp_path: Path, _private_key_lock_dir: Path
+) -> None:
     sup = load(tmp_path, '[supervisor]\nstate_dir = "/srv/kfs"\n')
-    assert sup.lock_dir == Path("/srv/kfs/locks")
+    assert sup.lock_dir == _private_key_lock_dir
     assert sup.reconciliation.journal == Path("/srv/kfs/executions.jsonl")
+
+
+def test_two_configs_in_different_folders_get_the_same_default_lock_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without configuration or environment: /tmp/kalshi-fix-<uid>/locks (only computed here,
+    # never created: the tests must not touch the host's real lock directory).
+    monkeypatch.delenv(LOCK_DIR_ENV)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _, first = load_supervisor_config(write(tmp_path / "a", SESSIONS))
+    _, second = load_supervisor_config(write(tmp_path / "b", SESSIONS))
+    assert first.lock_dir == second.lock_dir == builtin_lock_dir()
+    assert builtin_lock_dir() == Path(f"/tmp/kalshi-fix-{os.getuid()}/locks")
+    assert SupervisorConfig().lock_dir == builtin_lock_dir()
+
+
+def test_lock_dir_in_the_file_overrides_the_environment(tmp_path: Path) -> None:
+    sup = load(tmp_path, '[supervisor]\nlock_dir = "shared-locks"\n')
+    assert sup.lock_dir == tmp_path / "shared-locks"
+
+
+def test_a_relative_lock_dir_environment_variable_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(LOCK_DIR_ENV, "locks")
+    path, message = error(tmp_path, "[supervisor]\nbackoff_min = 1\n")
+    assert message.startswith(f"{path}: [supervisor] lock_dir: not given, and ")
+    assert f"{LOCK_DIR_ENV} must be an absolute path" in message and "'locks'" in message
 
 
 def test_start_sequence_keeps_file_order_on_ties(tmp_path: Path) -> None:
@@ -269,6 +305,6 @@ def test_direct_construction_is_validated_too() -> None:
     with pytest.raises(ConfigError):
         SupervisorConfig(restart_period=0)
     default = SupervisorConfig()
-    assert default.lock_dir == Path("var/supervisor/locks")
+    assert default.lock_dir == Path(os.environ[LOCK_DIR_ENV])
     assert default.reconciliation.journal == Path("var/supervisor/executions.jsonl")
     assert default.child("anything") == ChildSettings("anything")
