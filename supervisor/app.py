@@ -111,8 +111,8 @@ class Components:
         journal: bool = False,
         journal_fsync: FsyncPolicy = "always",
         account: str | None = None,
-        tier: str = "Basic",
-        rate_share: float = 1.0,
+        tier: str | None = None,
+        rate_share: float | None = None,
         indexes: Iterable[int] = (0,),
         retry_ambiguous: bool = False,
         recovery_options: dict[str, Any] | None = None,
@@ -122,7 +122,8 @@ class Components:
 
         ``clock`` (epoch seconds) is only used before the supervisor attaches the components;
         ``account`` names the ledger (default: derived from the drop-copy session); ``tier`` and
-        ``rate_share`` shape the rate limiter (REFERENCE §10.1); ``indexes`` are the exchange
+        ``rate_share`` shape the rate limiter (REFERENCE §10.1), by default ``[supervisor]
+        rate_tier`` and ``rate_share``; ``indexes`` are the exchange
         indexes the drop copy always replays — list every shard you trade on;
         ``retry_ambiguous`` is the default for resending requests a complete replay shows never
         arrived; ``recovery_options`` go to :class:`~supervisor.recovery.RecoveryObserver`.
@@ -151,7 +152,10 @@ class Components:
                     lookback_s=rec.lookback_hours * 3600.0,
                     **(recovery_options or {}),
                 )
-            limiter = RateLimiter(tier, share=rate_share)
+            limiter = RateLimiter(
+                supervisor_config.rate_tier if tier is None else tier,
+                share=supervisor_config.rate_share if rate_share is None else rate_share,
+            )
             gate = TradingGate()
             orders = OrderEntry(
                 executions,

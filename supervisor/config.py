@@ -12,6 +12,8 @@ keeps it unparsed in ``Config.extra``)::
     restart_period = 60.0        # ... within this many seconds: the supervisor gives up
     state_dir = "var/supervisor" # relative paths are relative to the config file
     lock_dir = "/srv/kalshi/locks"   # default: $KALSHI_FIX_LOCK_DIR, else /tmp/kalshi-fix-<uid>/locks
+    rate_tier = "Basic"          # the account's Kalshi rate-limit tier (REFERENCE §10.1)
+    rate_share = 1.0             # fraction of the tier's Write budget this process may use
 
     [supervisor.maintenance]     # the weekly window (REFERENCE §1.6) and one-off extra windows
     timezone = "America/New_York"
@@ -64,6 +66,7 @@ from sessions.errors import ConfigError
 from .backoff import Backoff
 from .intensity import RestartIntensity
 from .keys import default_lock_dir
+from .ratelimit import TIER_BUDGETS, bucket_shape
 
 #: Relative to the config file's directory.
 DEFAULT_STATE_DIR = Path("var/supervisor")
@@ -84,6 +87,8 @@ _SUPERVISOR_KEYS = (
     "restart_period",
     "state_dir",
     "lock_dir",
+    "rate_tier",
+    "rate_share",
     "maintenance",
     "reconciliation",
     "sessions",
@@ -180,6 +185,11 @@ class SupervisorConfig:
     state_dir: Path = attrs.field(default=DEFAULT_STATE_DIR, converter=Path)
     #: Host-wide by default, never beside the configuration (:func:`supervisor.keys.default_lock_dir`).
     lock_dir: Path = attrs.field(factory=default_lock_dir, converter=Path)
+    #: The account's Kalshi rate-limit tier, a key of :data:`supervisor.ratelimit.TIER_BUDGETS`.
+    rate_tier: str = "Basic"
+    #: The fraction (0 < share <= 1) of the tier's Write budget this process may use; the rest
+    #: is left to REST and to other processes on the account (the buckets are per account).
+    rate_share: float = 1.0
     maintenance: MaintenanceSettings = attrs.Factory(MaintenanceSettings)
     reconciliation: ReconciliationSettings = attrs.Factory(
         lambda self: ReconciliationSettings(journal=self.state_dir / "executions.jsonl"),
@@ -193,6 +203,7 @@ class SupervisorConfig:
         # The parser reports these with file/table/key; this guards direct construction.
         self.backoff  # noqa: B018
         self.new_restart_intensity()
+        bucket_shape(self.rate_tier, share=self.rate_share)
 
     @property
     def backoff(self) -> Backoff:
@@ -267,6 +278,7 @@ def parse_supervisor_config(config: Config) -> SupervisorConfig:
 
     state_dir = _path(t, "state_dir", base, base / DEFAULT_STATE_DIR)
     lock_dir = _lock_dir(t, base)
+    rate_tier, rate_share = _parse_rate(t)
 
     maintenance = _parse_maintenance(_subtable(t, "maintenance"), p)
     reconciliation = _parse_reconciliation(
@@ -283,6 +295,8 @@ def parse_supervisor_config(config: Config) -> SupervisorConfig:
         restart_period=period,
         state_dir=state_dir,
         lock_dir=lock_dir,
+        rate_tier=rate_tier,
+        rate_share=rate_share,
         maintenance=maintenance,
         reconciliation=reconciliation,
         children=children,
@@ -310,6 +324,26 @@ def _lock_dir(t: _Table, base: Path) -> Path:
         return default_lock_dir()
     except ConfigError as exc:
         raise t.error("lock_dir", f"not given, and {exc}") from None
+
+
+def _parse_rate(t: _Table) -> tuple[str, float]:
+    tier = t.get("rate_tier", "a tier name such as \"Basic\"", _is_str, "Basic")
+    # Kalshi writes the tiers capitalised; any case is accepted and the canonical name kept.
+    canonical = {name.lower(): name for name in TIER_BUDGETS}
+    if tier.lower() not in canonical:
+        raise t.error(
+            "rate_tier",
+            f"unknown tier {tier!r}{_did_you_mean(tier.lower(), tuple(canonical))}; use your "
+            f"account's Kalshi tier, one of: {', '.join(TIER_BUDGETS)}",
+        )
+    share = _number(t, "rate_share", 1.0)
+    if not 0 < share <= 1:
+        raise t.error(
+            "rate_share",
+            f"must be a fraction more than 0 and at most 1 (0.5 = half the tier's budget), "
+            f"got {share}",
+        )
+    return canonical[tier.lower()], share
 
 
 def _number(t: _Table, key: str, default: float) -> float:

@@ -92,10 +92,17 @@ def standalone_components(
     config: Config, supervisor_config: SupervisorConfig
 ) -> StandaloneComponents:
     """The components of standalone mode: :meth:`supervisor.app.Components.build` in journal
-    mode, so the executions stream is consumed by the JSON-lines journal."""
+    mode, so the executions stream is consumed by the JSON-lines journal, with the rate limiter
+    of ``[supervisor] rate_tier`` and ``rate_share``."""
     from .app import Components  # the components load only when a process runs them
 
-    return Components.build(config, supervisor_config, journal=True)
+    return Components.build(
+        config,
+        supervisor_config,
+        journal=True,
+        tier=supervisor_config.rate_tier,
+        rate_share=supervisor_config.rate_share,
+    )
 
 
 def configure_logging(stream: TextIO | None = None, level: int | str = logging.INFO) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import os
 import shutil
@@ -23,7 +24,8 @@ from sessions.maintenance import MaintenanceCalendar
 from sessions.testing.client import new_order, next_app
 from sessions.testing.pytest_plugin import GatewayOptions
 from supervisor import run as run_module
-from supervisor.config import WEEKDAYS
+from supervisor.app import Components
+from supervisor.config import WEEKDAYS, load_supervisor_config
 from supervisor.keys import LOCK_DIR_ENV
 from supervisor.run import (
     EXIT_CHILD_STOPPED,
@@ -198,6 +200,44 @@ async def test_sigterm_logs_every_session_out_in_reverse_order_and_exits_0(
     assert len(fills) == 1 and fills[0]["session"] == "listener"
     truth = {r.exec_id for r in gw.ground_truth("ACCT-1") if r.cl_ord_id == "journal-me"}
     assert fills[0]["exec_id"] in truth
+
+
+def test_run_builds_the_rate_limiter_of_the_configured_tier(tmp_path) -> None:
+    # The factory kalshi-fix run uses, fed the file as run_standalone feeds it.
+    assert inspect.signature(run_module.run_standalone).parameters[
+        "components_factory"
+    ].default is run_module.standalone_components
+    sessions = {"orders": {
+        "endpoint": "KalshiNR", "host": "127.0.0.1", "port": 1, "tls": False,
+        "key_id": "3f1c2a9e-0000-4000-8000-0000000000e1", "private_key": "k.pem",
+    }}
+    config = write_config(tmp_path, sessions, 'rate_tier = "Advanced"\nrate_share = 0.5')
+    components = run_module.standalone_components(*load_supervisor_config(config))
+    try:
+        limiter = components.limiter
+        # Advanced: 300 Write tokens/s, two seconds' worth in the bucket (REFERENCE §10.1).
+        assert (limiter.tier, limiter.rate, limiter.capacity) == ("Advanced", 150.0, 300.0)
+        assert components.orders.limiter is limiter
+    finally:
+        components.close()
+    # Embedded apps get the same from the file unless they pass a tier themselves.
+    embedded = Components.build(*load_supervisor_config(config))
+    try:
+        assert (embedded.limiter.tier, embedded.limiter.rate) == ("Advanced", 150.0)
+    finally:
+        embedded.close()
+
+
+async def test_an_unknown_rate_tier_exits_2_naming_the_key(tmp_path) -> None:
+    sessions = {"orders": {
+        "endpoint": "KalshiNR", "host": "127.0.0.1", "port": 1, "tls": False,
+        "key_id": "3f1c2a9e-0000-4000-8000-0000000000e1", "private_key": "k.pem",
+    }}
+    config = write_config(tmp_path, sessions, 'rate_tier = "Platinum"')
+    code, text = await run_to_exit(config)
+    assert code == EXIT_CONFIG, text
+    assert f"{config}: [supervisor] rate_tier: unknown tier 'Platinum'" in text
+    assert not (tmp_path / "state").exists()
 
 
 async def test_a_configuration_error_exits_2(tmp_path) -> None:

@@ -206,6 +206,22 @@ def test_reconciliation_may_be_disabled_without_a_drop_copy_session(tmp_path: Pa
     assert sup.reconciliation.drop_copy_session is None
 
 
+def test_rate_tier_and_share_default_to_basic_and_everything(tmp_path: Path) -> None:
+    sup = load(tmp_path, "[supervisor]\nbackoff_min = 1\n")
+    assert (sup.rate_tier, sup.rate_share) == ("Basic", 1.0)
+
+
+@pytest.mark.parametrize(("written", "tier"), [("Advanced", "Advanced"), ("premier", "Premier")])
+def test_rate_tier_and_share_are_read(tmp_path: Path, written: str, tier: str) -> None:
+    sup = load(tmp_path, f'[supervisor]\nrate_tier = "{written}"\nrate_share = 0.25\n')
+    assert (sup.rate_tier, sup.rate_share) == (tier, 0.25)
+
+
+def test_direct_construction_refuses_an_unknown_tier() -> None:
+    with pytest.raises(ConfigError, match="unknown rate-limit tier 'Gold'"):
+        SupervisorConfig(rate_tier="Gold")
+
+
 def test_backoff_min_above_default_max_raises_the_default_max(tmp_path: Path) -> None:
     sup = load(tmp_path, "[supervisor]\nbackoff_min = 90\n")
     assert (sup.backoff_min, sup.backoff_max) == (90.0, 90.0)
@@ -232,6 +248,13 @@ def test_backoff_max_below_min_names_file_table_and_key(tmp_path: Path) -> None:
         ("[supervisor]\nrestart_period = 0", "[supervisor] restart_period: must be a positive number of seconds"),
         ("[supervisor]\nstate_dir = \"\"", "[supervisor] state_dir: must be a path, got an empty string"),
         ("[supervisor]\nlock_dir = 3", "[supervisor] lock_dir: must be a path string, got an integer"),
+        ("[supervisor]\nrate_tier = \"Advance\"", "[supervisor] rate_tier: unknown tier 'Advance' (did you mean advanced?); use your account's Kalshi tier, one of: Basic, Advanced, Expert, Premier, Paragon, Prime, Prestige"),
+        ("[supervisor]\nrate_tier = \"Gold\"", "[supervisor] rate_tier: unknown tier 'Gold'; use your account's Kalshi tier, one of: Basic,"),
+        ("[supervisor]\nrate_tier = 2", "[supervisor] rate_tier: must be a tier name such as \"Basic\", got an integer"),
+        ("[supervisor]\nrate_share = 0", "[supervisor] rate_share: must be a fraction more than 0 and at most 1 (0.5 = half the tier's budget), got 0.0"),
+        ("[supervisor]\nrate_share = 1.5", "[supervisor] rate_share: must be a fraction more than 0 and at most 1"),
+        ("[supervisor]\nrate_share = \"half\"", "[supervisor] rate_share: must be a number, got a string"),
+        ("[supervisor]\nrate_teir = \"Basic\"", "[supervisor] rate_teir: unknown key (did you mean rate_tier?)"),
         ("[supervisor]\nmaintenance = 3", "[supervisor] maintenance: must be a table ([supervisor.maintenance])"),
         ("[supervisor.maintenance]\nweekdy = \"thursday\"", "[supervisor.maintenance] weekdy: unknown key (did you mean weekday?)"),
         ("[supervisor.maintenance]\ntimezone = \"America/New_Yrok\"", "[supervisor.maintenance] timezone: unknown time zone 'America/New_Yrok'"),
