@@ -130,6 +130,10 @@ class FixConnection:
         # MsgSeqNums of the ResendRequests sent for the current gap: a Reject naming one of
         # them means the peer will not fill the gap.
         self._resend_requests: set[int] = set()
+        #: A ResendRequest with a BeginSeqNo below this is rejected (373=5), as Kalshi answers
+        #: one reaching past its retention period (REFERENCE §3.3); the simulated gateway raises
+        #: it for its ``reject_resend`` fault. 1: every request is served.
+        self.resend_floor = 1
         # seq -> (message, received at, already handled): a ResendRequest that arrived ahead of
         # the gap is answered at once and waits here only to be counted in its turn.
         self._queue: dict[int, tuple[FixMessage, float, bool]] = {}
@@ -925,6 +929,11 @@ class FixConnection:
                 )
                 return
         assert begin_raw is not None and end_raw is not None
+        if int(begin_raw) < self.resend_floor:
+            self._send_reject(now, msg, SessionRejectReason.VALUE_INCORRECT,
+                              f"BeginSeqNo {int(begin_raw)} is older than the retention period",
+                              ref_tag=T.BEGIN_SEQ_NO)
+            return
         self._serve_resend(int(begin_raw), int(end_raw), now)
 
     def _serve_resend(self, begin: int, end: int, now: float) -> None:

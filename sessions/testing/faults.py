@@ -85,6 +85,10 @@ class FaultKind(enum.Enum):
     #: on the session, as if it had aged out of the retention period; a ResendRequest for them is
     #: then gap-filled (the gateway's answer past retention), application messages included.
     FORGET_SENT = "forget_sent"
+    #: Session level (gateway, endpoints with retransmission): treat every message sent so far
+    #: as past the retention period and answer a ResendRequest for any of them with a Reject
+    #: (373=5), Kalshi's documented answer (REFERENCE §3.3).
+    REJECT_RESEND = "reject_resend"
 
 
 #: GARBLE variants: a wrong CheckSum, a BodyLength one short of the truth (CheckSum recomputed so
@@ -112,10 +116,13 @@ _USES: dict[FaultKind, frozenset[str]] = {
     _K.REFUSE_CONNECTIONS: frozenset({"at", "duration"}),
     _K.SLOW_READER: frozenset({"after", "at", "duration"}),
     _K.FORGET_SENT: frozenset({"after", "at"}),
+    _K.REJECT_RESEND: frozenset({"after", "at"}),
 }
 #: Kinds :meth:`FaultPlan.random` draws from by default: those that existed when the seeded
 #: plans of the test suites were chosen (a new kind in the pool would redraw every seed's plan).
-_RANDOM_KINDS: tuple[FaultKind, ...] = tuple(k for k in FaultKind if k is not _K.FORGET_SENT)
+_RANDOM_KINDS: tuple[FaultKind, ...] = tuple(
+    k for k in FaultKind if k not in (_K.FORGET_SENT, _K.REJECT_RESEND)
+)
 _REQUIRED: dict[FaultKind, frozenset[str]] = {
     _K.DELAY: frozenset({"duration"}),
     _K.REFUSE_CONNECTIONS: frozenset({"duration"}),
@@ -254,7 +261,7 @@ class Fault:
     )
     #: The kinds the gateway applies to one session.
     SESSION_LEVEL: ClassVar[frozenset[FaultKind]] = frozenset(
-        {_K.STOP_HEARTBEATS, _K.SKIP_SEQ, _K.FORGET_SENT}
+        {_K.STOP_HEARTBEATS, _K.SKIP_SEQ, _K.FORGET_SENT, _K.REJECT_RESEND}
     )
     #: The kinds the gateway applies to itself.
     GATEWAY_LEVEL: ClassVar[frozenset[FaultKind]] = frozenset(

@@ -29,7 +29,7 @@ since :meth:`Gateway.run` started.
 Faults (:mod:`sessions.testing.faults`) fire once: a fault is attached to every matching
 connection (open, or opened later) until it has fired somewhere. Byte-level kinds are applied by
 :class:`~sessions.testing.faults.FaultyStream` layers under the session; STOP_HEARTBEATS and
-SKIP_SEQ and FORGET_SENT by the gateway on the session; REJECT_LOGON, RESTART and REFUSE_CONNECTIONS by the
+SKIP_SEQ, FORGET_SENT and REJECT_RESEND by the gateway on the session; REJECT_LOGON, RESTART and REFUSE_CONNECTIONS by the
 gateway itself. A fault injected while a connection is open counts ``after`` from that moment,
 and a STALL or SLOW_READER injected then takes hold from the gateway's next read (the read
 already waiting completes normally).
@@ -1275,6 +1275,14 @@ class Gateway:
             self._record_fault(
                 conn.endpoint, conn.key_id, fault.kind,
                 f"{forgotten} sent messages forgotten (a resend of them is gap-filled)",
+            )
+        elif fault.kind is _K.REJECT_RESEND:
+            store = session.connection.store
+            assert store is not None
+            floor = session.connection.resend_floor = store.next_sender_seq
+            self._record_fault(
+                conn.endpoint, conn.key_id, fault.kind,
+                f"a ResendRequest from below MsgSeqNum {floor} is rejected",
             )
         elif fault.kind is _K.STOP_HEARTBEATS:
             duration = fault.duration

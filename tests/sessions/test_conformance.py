@@ -705,6 +705,16 @@ def test_rejected_resend_request_gives_up_the_gap_and_delivers_what_waited(s: Se
     assert isinstance(ev, ApplicationMessage) and ev.seq_num == 7
 
 
+def test_resend_request_below_the_resend_floor_is_rejected_373_5() -> None:
+    # Kalshi answers a BeginSeqNo older than its retention period with a Reject (§3.3); the
+    # simulated gateway models it by raising resend_floor.
+    gw = acceptor()
+    gw.conn.resend_floor = 2
+    events = gw.conn.receive_data(gw.peer(b"2", 2, [(7, b"1"), (16, b"0")]), T0)
+    assert gw.out() == reject(gw, 2, 2, b"2", 5, "BeginSeqNo 1 is older than the retention period", 7)
+    assert kinds(events) == [RejectSent] and gw.conn.next_target_seq == 3
+
+
 def test_rejected_resend_request_without_ref_seq_num_is_known_by_ref_msg_type(
     s: Session,
 ) -> None:

@@ -143,3 +143,30 @@ async def test_end_to_end_rt_execution_gap_filled_instead_of_resent_comes_from_t
         assert "dropcopy" in sources.values()
         assert rt.active  # recovered without reconnecting
         assert rig.order_entry.order(t.cl_ord_id).cum_qty == 2
+
+
+async def test_end_to_end_rt_resend_rejected_comes_from_the_drop_copy(
+    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+) -> None:
+    gw = rigs.gateway()
+    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=RT_CHILDREN) as rig:
+        rt = rig.handle("orders")
+        await rt.wait_active()
+        await rig.dc().wait_active()
+        t = await rig.order_entry.new_order(MKT0, "buy", 3, 50)
+        assert await rig.settle()
+        passes = len(rig.recovery.reports.history)
+        # The next report is garbled, then it counts as past retention: the client's
+        # ResendRequest for it is rejected (Kalshi's documented answer), never served.
+        gw.inject("garble:endpoint=KalshiRT,variant=checksum")
+        gw.inject("reject_resend:endpoint=KalshiRT,after=1")
+        gw.add_liquidity(MKT0, "sell", 50, 1)
+        gw.add_liquidity(MKT0, "sell", 50, 1)  # its arrival reveals the gap
+        assert await rig.settle()
+        assert gw.fault_log.of_kind(FaultKind.REJECT_RESEND)
+        assert_exactly_once(rig)
+        new = list(rig.recovery.reports.history)[passes:]
+        assert any("resend rejected" in r for rep in new for r in rep.reasons)
+        assert any(rep.complete and rep.new >= 1 for rep in new)
+        assert rt.active  # the session gave the gap up and went on, no reconnect
+        assert rig.order_entry.order(t.cl_ord_id).cum_qty == 2

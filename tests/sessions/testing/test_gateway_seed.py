@@ -90,8 +90,8 @@ def test_random_plans_use_every_kind_somewhere() -> None:
     for seed in range(40):
         plan = FaultPlan.random(seed, endpoints=["KalshiNR"], keys=["k"], count=8)
         kinds |= {f.kind for f in plan}
-    # FORGET_SENT is drawn only when asked for: adding it to the default pool would have
-    # redrawn the plan of every seed the suites pin down.
-    assert kinds == set(FaultKind) - {FaultKind.FORGET_SENT}
+    # FORGET_SENT and REJECT_RESEND are drawn only when asked for: adding them to the default
+    # pool would have redrawn the plan of every seed the suites pin down.
+    assert kinds == set(FaultKind) - {FaultKind.FORGET_SENT, FaultKind.REJECT_RESEND}
     forgetting = FaultPlan.random(0, endpoints=["KalshiRT"], kinds=[FaultKind.FORGET_SENT])
     assert {f.kind for f in forgetting} == {FaultKind.FORGET_SENT}
