@@ -28,7 +28,8 @@ What is built:
   ``[supervisor.reconciliation]`` (``None`` when reconciliation is disabled);
 * ``orders`` — :class:`~supervisor.orderentry.OrderEntry` (new, cancel, replace, mass cancel,
   order groups, the own-order tracker);
-* ``kill_switch`` — :class:`~supervisor.killswitch.KillSwitch`;
+* ``kill_switch`` — :class:`~supervisor.killswitch.KillSwitch`, its engaged state kept in
+  ``state_dir/killswitch.json`` across restarts;
 * ``rfq`` / ``maker`` — :class:`~supervisor.rfq.RfqCreator` (KalshiRT) and
   :class:`~supervisor.rfq.RfqMaker` (KalshiRFQ);
 * ``settlements`` — :class:`~supervisor.streams.SettlementStream` (UMS reassembled by Symbol);
@@ -69,6 +70,8 @@ __all__ = ["Components", "open_app"]
 
 #: File of the reconciliation observer's marks and open gaps, in ``state_dir``.
 RECOVERY_STATE_FILE = "recovery-state.json"
+#: File of the kill switch's engaged state (survives a restart), in ``state_dir``.
+KILL_SWITCH_STATE_FILE = "killswitch.json"
 #: The request log's file: the ledger's path plus this (:mod:`supervisor.requestlog`).
 REQUEST_LOG_SUFFIX = "-requests"
 
@@ -165,7 +168,8 @@ class Components:
                 retry_ambiguous=retry_ambiguous,
                 request_log=requests,
             )
-            kill = KillSwitch(orders)
+            # Loaded now: an engaged switch closes the gate before any session is up.
+            kill = KillSwitch(orders, state_path=state_dir / KILL_SWITCH_STATE_FILE)
             profiles = {s.profile.name for s in config.sessions.values()}
             rfq = RfqCreator(gate=gate, limiter=limiter) if "KalshiRT" in profiles else None
             maker = RfqMaker(gate=gate, limiter=limiter) if "KalshiRFQ" in profiles else None

@@ -14,13 +14,23 @@ allowed), then cancels:
   switch reports that session done.
 
 Listener sessions cannot cancel and are skipped. The gate stays closed until :meth:`rearm`,
-which an operator (or the application) calls deliberately; nothing re-arms it automatically.
+which an operator (or the application) calls deliberately; nothing re-arms it automatically —
+not even a restart: with a ``state_path`` (:meth:`supervisor.app.Components.build` puts
+``killswitch.json`` in ``state_dir``) the engaged state, its reason and time, and the sessions
+still owed a cancel are written there (temp file, fsync, rename) before any cancel is sent, and a
+new process loads it and comes up engaged. A file that cannot be read is an error naming it,
+never taken as "armed".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -33,7 +43,80 @@ from .observer import ObserverBase, SessionHandle, SessionNotActive, Spawn
 if TYPE_CHECKING:  # pragma: no cover
     from .orderentry import MassCancelResult, OrderEntry
 
-__all__ = ["KillReport", "KillSwitch", "KillSwitchEngaged", "SessionKill", "TradingGate"]
+__all__ = [
+    "KillReport",
+    "KillSwitch",
+    "KillSwitchEngaged",
+    "KillSwitchStateError",
+    "SessionKill",
+    "TradingGate",
+]
+
+log = logging.getLogger("supervisor.killswitch")
+
+_STATE_VERSION = 1
+
+
+class KillSwitchStateError(SupervisorError):
+    """The kill switch's state file is unreadable or malformed: whether the switch is engaged
+    is unknown, so the supervisor must not start as if it were armed."""
+
+
+def _load_state(path: Path) -> dict[str, Any] | None:
+    """The saved state, or ``None`` when no file exists (never tripped here: armed)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise KillSwitchStateError(
+            f"cannot read the kill switch state {path}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    problem = None
+    try:
+        data: Any = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        problem = f"not JSON ({exc})"
+    else:
+        if not isinstance(data, dict) or data.get("version") != _STATE_VERSION:
+            problem = f"not a version-{_STATE_VERSION} kill switch state object"
+        elif type(data.get("engaged")) is not bool:
+            problem = "'engaged' is not true or false"
+        elif data["engaged"] and not isinstance(data.get("reason"), str):
+            problem = "engaged without a reason"
+        elif data.get("engaged_at") is not None and not isinstance(
+            data["engaged_at"], (int, float)
+        ):
+            problem = "'engaged_at' is not a number of epoch seconds"
+        elif not isinstance(data.get("deferred", []), list) or not all(
+            isinstance(n, str) for n in data.get("deferred", [])
+        ):
+            problem = "'deferred' is not a list of session names"
+    if problem is not None:
+        raise KillSwitchStateError(
+            f"the kill switch state {path} is corrupt: {problem}. Whether the switch is engaged "
+            "is unknown, so the supervisor does not start as if it were armed; inspect the "
+            "file, then delete it (re-arms) or write it engaged again"
+        )
+    return data  # type: ignore[no-any-return]
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace ``path`` atomically and durably: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = (json.dumps(state, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class KillSwitchEngaged(SupervisorError):
@@ -107,6 +190,9 @@ class KillReport:
     sessions: tuple[SessionKill, ...]
     #: Sessions that were down: cancelled when they log on again.
     deferred: tuple[str, ...]
+    #: Why the engaged state could not be saved (``None``: saved, or no state file in use).
+    #: The switch is engaged in this process regardless; a restart would come up armed.
+    state_error: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -116,9 +202,13 @@ class KillReport:
 
 class KillSwitch(ObserverBase):
     """The kill switch (module docstring). ``order_entry`` sends the cancels; its gate is the
-    one closed."""
+    one closed. ``state_path``: the file that keeps the engaged state across restarts (loaded
+    here: an engaged file closes the gate at once; a corrupt one raises
+    :class:`KillSwitchStateError`)."""
 
-    def __init__(self, order_entry: OrderEntry) -> None:
+    def __init__(
+        self, order_entry: OrderEntry, *, state_path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.order_entry = order_entry
         self.gate: TradingGate = order_entry.gate
         self._deferred: set[str] = set()
@@ -127,6 +217,44 @@ class KillSwitch(ObserverBase):
         self._lock = trio.Lock()
         self.handles: dict[str, SessionHandle] = {}
         self.clock: Callable[[], float] | None = None
+        self.state_path = Path(state_path) if state_path is not None else None
+        if self.state_path is not None:
+            state = _load_state(self.state_path)
+            if state is not None and state["engaged"]:
+                self.gate.close(state["reason"], state.get("engaged_at"))
+                # Cancels still owed when the last process ended: sent when those log on.
+                self._deferred.update(state.get("deferred", []))
+                log.warning(
+                    "the kill switch is engaged since a previous run (%s; state %s): no new "
+                    "orders until it is re-armed", state["reason"], self.state_path,
+                )
+
+    def _save(self, deferred: Iterable[str] | None = None) -> None:
+        """Write the current state (raises ``OSError``); no-op without a state file."""
+        if self.state_path is None:
+            return
+        engaged = not self.gate.open
+        _write_state(self.state_path, {
+            "version": _STATE_VERSION,
+            "engaged": engaged,
+            "reason": self.gate.reason,
+            "engaged_at": self.gate.closed_at,
+            "deferred": sorted(self._deferred if deferred is None else deferred),
+            "written_at": time.time(),
+        })
+
+    def _save_or_log(self, deferred: Iterable[str] | None = None) -> str | None:
+        try:
+            self._save(deferred)
+        except OSError as exc:
+            error = (
+                f"cannot save the kill switch state to {self.state_path}: "
+                f"{exc.strerror or type(exc).__name__}; engaged in this process, but a restart "
+                "would come up armed"
+            )
+            log.error("%s", error)
+            return error
+        return None
 
     @property
     def armed(self) -> bool:
@@ -149,7 +277,10 @@ class KillSwitch(ObserverBase):
     async def trip(self, reason: str = "kill switch", *, timeout: float = 10.0) -> KillReport:
         """Engage: close the gate, cancel on every order-entry session (module docstring).
         Returns once every reachable session answered or ``timeout`` passed per session."""
-        self.gate.close(reason, self.clock() if self.clock is not None else None)
+        self.gate.close(reason, self.clock() if self.clock is not None else time.time())
+        # Saved before any cancel goes out, with every trading session owed one: a crash in the
+        # middle leaves a restarted process engaged and cancelling on each session's Logon.
+        state_error = self._save_or_log({*self._deferred, *self._sessions()})
         results: list[SessionKill] = []
         async with self._lock:
             for name in self._sessions():
@@ -158,11 +289,27 @@ class KillSwitch(ObserverBase):
                     self._deferred.add(name)
                 results.append(result)
                 self.history.append(result)
-        return KillReport(reason, tuple(results), tuple(sorted(self._deferred)))
+            if state_error is None:
+                state_error = self._save_or_log()
+        return KillReport(
+            reason, tuple(results), tuple(sorted(self._deferred)), state_error=state_error
+        )
 
     def rearm(self) -> None:
         """Allow trading again. Cancels still owed to sessions that were down are dropped:
-        re-arming is the decision to trade again."""
+        re-arming is the decision to trade again.
+
+        The armed state is saved first: if that fails (``OSError``) the switch stays engaged,
+        since a restart would otherwise engage it again behind the operator's back."""
+        if self.state_path is not None:
+            reason, closed_at = self.gate.reason, self.gate.closed_at
+            self.gate.reopen()
+            try:
+                self._save(deferred=())
+            except BaseException:
+                if reason is not None:
+                    self.gate.close(reason, closed_at)
+                raise
         self._deferred.clear()
         self.gate.reopen()
 
@@ -192,3 +339,4 @@ class KillSwitch(ObserverBase):
             self.history.append(result)
             if result.error is None:
                 self._deferred.discard(name)
+                self._save_or_log()
