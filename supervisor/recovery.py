@@ -2,9 +2,10 @@
 
 :class:`RecoveryObserver` sits on every session of the tree. It watches the order-entry sessions
 (KalshiNR, KalshiRT, and listener sessions on either) for *gaps* — a disconnect, restart or
-maintenance stop, a sequence gap (a message the endpoint will never resend), a KalshiRT logon
-that had to reset its sequence numbers (continuity lost), and the supervisor process itself
-having been down — and after each one asks the drop-copy session (KalshiDC) to replay with
+maintenance stop, a sequence gap (a message the endpoint will never resend), a failed resend on
+KalshiRT (our ResendRequest rejected, or numbers we asked for gap-filled instead of resent), a
+mid-session sequence reset, a KalshiRT logon that had to reset its sequence numbers (continuity
+lost), and the supervisor process itself having been down — and after each one asks the drop-copy session (KalshiDC) to replay with
 EventResendRequest (U1), once per exchange index, from the last ExecID known complete. The
 replayed reports go through the same :class:`~supervisor.streams.ExecutionStream` as the live
 ones, so the ledger de-duplicates them by ExecID and the application sees every execution once.
