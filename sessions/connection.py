@@ -304,11 +304,14 @@ class FixConnection:
             if seq != 1:
                 self._fatal(now, f"Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got {seq}")
                 return self._take_events()
-        # Known deviation, kept for now: FIX (test case 1B) answers a Logon numbered below what
-        # we expect with a Logout alone, but here our Logon goes out first and the "MsgSeqNum
-        # too low" Logout follows (_after_logon_sequence). The supervisor's tests model Kalshi
-        # that way (tests/supervisor/test_tree_restarts.py, "logon refused for its sequence
-        # numbers"); test_conformance's 1B too-low case is marked xfail until that is settled.
+        elif seq < store_.next_target_seq:
+            # FIX (test case 1B): a Logon numbered below what we expect is answered with a
+            # Logout alone, never our Logon first. REFERENCE does not say which Kalshi does; an
+            # independent engine expects the standard, and our client treats both alike.
+            self._fatal(
+                now, f"MsgSeqNum too low, expecting {store_.next_target_seq} but received {seq}"
+            )
+            return self._take_events()
         self._reset_requested = reset
         body = self._acceptor_logon_body(reset=reset)
         body.extend(fields)

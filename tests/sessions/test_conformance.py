@@ -268,11 +268,6 @@ def test_1b_logon_with_seq_too_high_is_answered_then_resend_requested() -> None:
     assert conn.next_target_seq == 6 and not conn.resend_in_progress
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known deviation: the acceptor sends its Logon before the too-low Logout, which "
-    "tests/supervisor/test_tree_restarts.py relies on (see accept_logon)",
-)
 def test_1b_logon_with_seq_too_low_gets_a_logout_and_no_logon() -> None:
     store = MemoryStore()
     store.set_next_target_seq(10)

@@ -220,11 +220,12 @@ async def test_a_logon_refused_for_its_sequence_numbers_is_retried_with_a_reset(
             sup, "rt", ChildState.UP, where=lambda e: "ResetSeqNumFlag=Y" in e.detail
         )
     assert sup.failure is None  # the fallback is not counted
-    # Kalshi took the Logon and logged us out at once for our sequence numbers; observers saw
-    # the pair (and would reconcile), then the reset session_up.
+    # The gateway answered our Logon with a Logout alone, as FIX's test case 1B has it: the
+    # attempt never logged on, observers saw it refused for its numbers, then the reset
+    # session_up.
     refused = rec2.downs[0]
-    assert refused.kind is DownKind.UNPLANNED
-    assert refused.ended.initiated_by == "peer" and refused.ended.reason.value == "sequence"
-    assert [logged_on.reset_seq_num for _, logged_on in rec2.ups] == [False, True]
+    assert refused.kind is DownKind.UNPLANNED and not refused.was_logged_on
+    assert "MsgSeqNum too low" in str(refused.error)
+    assert [logged_on.reset_seq_num for _, logged_on in rec2.ups] == [True]
     assert "ResetSeqNumFlag=Y" in up.detail
     assert len(gw.gateway.connections) == 3  # first run; refused continuity; the reset
