@@ -313,7 +313,7 @@ class FixConnection:
             )
             return self._take_events()
         self._reset_requested = reset
-        body = self._acceptor_logon_body(reset=reset)
+        body = self._logon_body(reset=reset)
         body.extend(fields)
         self._send(MsgType.LOGON, body, now)
         self._become_active(logon, seq, now)
@@ -756,13 +756,7 @@ class FixConnection:
         self._reset_requested = reset
         seq = store.next_sender_seq
         sending_time = utc_timestamp(now)
-        body: list[tuple[int, bytes]] = [
-            (T.ENCRYPT_METHOD, b"0"),
-            (T.HEART_BT_INT, str(self.heartbeat_interval).encode()),
-        ]
-        if reset:
-            body.append((T.RESET_SEQ_NUM_FLAG, b"Y"))
-        body.append((T.DEFAULT_APPL_VER_ID, self.settings.default_appl_ver_id))
+        body = self._logon_body(reset=reset)
         body.extend(self.settings.logon_fields)
         signer = self.settings.sign_logon
         if signer is not None:
@@ -1107,13 +1101,13 @@ class FixConnection:
         else:
             store.reset(now)
             self._reset_requested = True
-            self._send(MsgType.LOGON, self._acceptor_logon_body(reset=True), now)
+            self._send(MsgType.LOGON, self._logon_body(reset=True), now)
         store.set_next_target_seq(seq + 1)
         self._events.append(
             SequenceNumbersReset(store.next_sender_seq, store.next_target_seq)
         )
 
-    def _acceptor_logon_body(self, *, reset: bool) -> list[tuple[int, bytes]]:
+    def _logon_body(self, *, reset: bool) -> list[tuple[int, bytes]]:
         body: list[tuple[int, bytes]] = [
             (T.ENCRYPT_METHOD, b"0"),
             (T.HEART_BT_INT, str(self.heartbeat_interval).encode()),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from test_exactly_once import (
     MKT0,
@@ -115,8 +116,18 @@ async def test_resets_that_skip_nothing_asked_for_open_no_gap(
 # ----------------------------------------------------------------------------- end to end
 
 
-async def test_end_to_end_rt_execution_gap_filled_instead_of_resent_comes_from_the_drop_copy(
-    rigs: RigFactory, autojump_clock: Any  # noqa: F811
+@pytest.mark.parametrize(
+    "fault, kind, reason",
+    [
+        # The gateway forgets the report: our ResendRequest is answered with a GapFill.
+        ("forget_sent", FaultKind.FORGET_SENT, "resend gap-filled"),
+        # The report counts as past retention: our ResendRequest is rejected (Kalshi's
+        # documented answer), never served.
+        ("reject_resend", FaultKind.REJECT_RESEND, "resend rejected"),
+    ],
+)
+async def test_end_to_end_rt_execution_not_resent_comes_from_the_drop_copy(
+    rigs: RigFactory, autojump_clock: Any, fault: str, kind: FaultKind, reason: str  # noqa: F811
 ) -> None:
     gw = rigs.gateway()
     async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=RT_CHILDREN) as rig:
@@ -126,47 +137,19 @@ async def test_end_to_end_rt_execution_gap_filled_instead_of_resent_comes_from_t
         t = await rig.order_entry.new_order(MKT0, "buy", 3, 50)
         assert await rig.settle()
         passes = len(rig.recovery.reports.history)
-        # The next report is garbled (lost on the wire), then the gateway forgets it: the
-        # client's ResendRequest for it is answered with a GapFill, never with the report.
+        # The next report is garbled (lost on the wire), and the gateway will not resend it.
         gw.inject("garble:endpoint=KalshiRT,variant=checksum")
-        gw.inject("forget_sent:endpoint=KalshiRT,after=1")
+        gw.inject(f"{fault}:endpoint=KalshiRT,after=1")
         gw.add_liquidity(MKT0, "sell", 50, 1)
         gw.add_liquidity(MKT0, "sell", 50, 1)  # its arrival reveals the gap
         assert await rig.settle()
         assert gw.fault_log.of_kind(FaultKind.GARBLE)
-        assert gw.fault_log.of_kind(FaultKind.FORGET_SENT)
+        assert gw.fault_log.of_kind(kind)
         assert_exactly_once(rig)
         new = list(rig.recovery.reports.history)[passes:]
-        assert any("resend gap-filled" in r for rep in new for r in rep.reasons)
+        assert any(reason in r for rep in new for r in rep.reasons)
         assert any(rep.complete and rep.new >= 1 for rep in new)  # the lost fill came back
         sources = {i.exec_id: i.source for i in rig.received if i.exec_id is not None}
         assert "dropcopy" in sources.values()
-        assert rt.active  # recovered without reconnecting
-        assert rig.order_entry.order(t.cl_ord_id).cum_qty == 2
-
-
-async def test_end_to_end_rt_resend_rejected_comes_from_the_drop_copy(
-    rigs: RigFactory, autojump_clock: Any  # noqa: F811
-) -> None:
-    gw = rigs.gateway()
-    async with running(gw), open_rig(gw, rigs.keys, rigs.tmp_path, children=RT_CHILDREN) as rig:
-        rt = rig.handle("orders")
-        await rt.wait_active()
-        await rig.dc().wait_active()
-        t = await rig.order_entry.new_order(MKT0, "buy", 3, 50)
-        assert await rig.settle()
-        passes = len(rig.recovery.reports.history)
-        # The next report is garbled, then it counts as past retention: the client's
-        # ResendRequest for it is rejected (Kalshi's documented answer), never served.
-        gw.inject("garble:endpoint=KalshiRT,variant=checksum")
-        gw.inject("reject_resend:endpoint=KalshiRT,after=1")
-        gw.add_liquidity(MKT0, "sell", 50, 1)
-        gw.add_liquidity(MKT0, "sell", 50, 1)  # its arrival reveals the gap
-        assert await rig.settle()
-        assert gw.fault_log.of_kind(FaultKind.REJECT_RESEND)
-        assert_exactly_once(rig)
-        new = list(rig.recovery.reports.history)[passes:]
-        assert any("resend rejected" in r for rep in new for r in rep.reasons)
-        assert any(rep.complete and rep.new >= 1 for rep in new)
         assert rt.active  # the session gave the gap up and went on, no reconnect
         assert rig.order_entry.order(t.cl_ord_id).cum_qty == 2
