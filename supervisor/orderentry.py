@@ -953,6 +953,8 @@ class OrderEntry(ObserverBase):
     def _on_pass(self, report: RecoveryReport) -> None:
         self._settle_known()
         later = False
+        # Requests to send again, per session, resent in the order they were first sent (below).
+        resends: dict[str, list[tuple[str, FixMessage, str]]] = {}
         for amb in self.tracker.ambiguous():
             cl = amb.cl_ord_id
             meta = self._amb.get(cl)
@@ -1003,10 +1005,19 @@ class OrderEntry(ObserverBase):
                 self._not_received(cl, amb.msg_type, f"{amb.reason}; a complete drop-copy "
                                    f"replay has no report of it ({why})")
             else:
-                assert amb.request is not None
+                assert amb.request is not None and req is not None
                 self._resending.add(cl)
-                request = amb.request
-                self.spawn(functools.partial(self._resend, cl, request, amb.reason))
+                resends.setdefault(req.session, []).append((cl, amb.request, amb.reason))
+        if resends:
+            # One task per session resends that session's requests one after the other, in the
+            # order they were first sent (the order of _requests). A task per request let the
+            # scheduler pick the order: an order and its cancel, both lost at a disconnect,
+            # went out cancel first — the exchange refused the cancel (no such order yet), then
+            # placed the order the application had cancelled.
+            rank = {cl: i for i, cl in enumerate(self._requests)}
+            for batch in resends.values():
+                batch.sort(key=lambda item: rank.get(item[0], len(rank)))
+                self.spawn(functools.partial(self._resend_in_order, batch))
         if later and self.recovery is not None:
             self.recovery.request_pass("ambiguous requests not covered by the last pass")
 
@@ -1024,6 +1035,16 @@ class OrderEntry(ObserverBase):
                 pass  # then a restart reports it once more (not_received again): harmless
         self.events.publish(AmbiguityResolved(cl, "not_received", reason, self.tracker.get(cl),
                                               msg_type))
+
+    async def _resend_in_order(self, batch: list[tuple[str, FixMessage, str]]) -> None:
+        """Resend one session's requests in the given order, each once its turn comes."""
+        try:
+            for cl, request, reason in batch:
+                await self._resend(cl, request, reason)
+        finally:
+            # Those never reached (the supervisor is shutting down) are not being resent.
+            for cl, _request, _reason in batch:
+                self._resending.discard(cl)
 
     async def _resend(self, cl: str, request: FixMessage, reason: str) -> None:
         """Send the same request again, with the same ClOrdID, once its session is up."""

@@ -124,6 +124,11 @@ async def stall_order_entry(rig: Any, gw: Any) -> None:
     await trio.sleep(0.1)
 
 
+def delivered(rig: Any, exec_id: str) -> list[str]:
+    """The sources the application received execution ``exec_id`` from (once each time)."""
+    return [i.source for i in rig.received if i.exec_id is not None and str(i.exec_id) == exec_id]
+
+
 def check_invariants(rig: Any) -> None:
     assert_exactly_once(rig)
     assert_one_order_per_request(rig)
@@ -317,8 +322,8 @@ async def test_partial_fill_racing_a_cancel_whose_answers_were_lost(
         assert arrivals.count("F", cl) == 1 and arrivals.cancel_rejects == []
         fills = [x for x in gw.ground_truth(ACCOUNT) if x.exec_type == "F"]
         assert [(x.cl_ord_id, x.last_qty) for x in fills] == [(orig, 2)]
-        got = [i for i in rig.received if i.exec_id is not None and str(i.exec_id) == fills[0].exec_id]
-        assert len(got) == 1  # the fill, once (through the drop copy)
+        # The fill, once, and through the drop copy: its live report was lost.
+        assert delivered(rig, fills[0].exec_id) == ["dropcopy"]
         check_invariants(rig)
 
 
@@ -354,8 +359,8 @@ async def test_full_fill_racing_a_cancel_whose_refusal_was_lost(
             assert arrivals.count("F", cl) == 1
             assert arrivals.cancel_rejects == [(cl, "CANNOT_UPDATE_FILLED_ORDER")]
         assert [x for x in gw.ground_truth(ACCOUNT) if x.exec_type == "4"] == []
-        fills = [x for x in gw.ground_truth(ACCOUNT) if x.exec_type == "F"]
-        assert sum(x.last_qty for x in fills) == 3
+        (fill,) = [x for x in gw.ground_truth(ACCOUNT) if x.exec_type == "F"]
+        assert fill.last_qty == 3 and delivered(rig, fill.exec_id) == ["dropcopy"]
         check_invariants(rig)
 
 
@@ -382,6 +387,8 @@ async def test_partial_fill_racing_a_replace_whose_answers_were_lost(
         assert (state.price, state.order_qty, state.cum_qty) == (47, 7, 2)
         assert state.leaves_qty == 5 and state.ord_status == "1" and state.is_open
         assert arrivals.count("G", cl) == 1 and arrivals.cancel_rejects == []
+        (fill,) = [x for x in gw.ground_truth(ACCOUNT) if x.exec_type == "F"]
+        assert fill.cl_ord_id == orig and delivered(rig, fill.exec_id) == ["dropcopy"]
         # A fill of the replaced order adds to the same cumulative quantity.
         gw.add_liquidity(MKT0, "sell", 46, 1)
         await rig.settle()
@@ -417,6 +424,7 @@ async def test_partial_fill_while_a_replace_never_arrived(
         assert state.cum_qty == 2 and state.is_open and state.ambiguous is None
         fills = [x for x in gw.ground_truth(ACCOUNT) if x.exec_type == "F"]
         assert [(x.cl_ord_id, x.last_qty) for x in fills] == [(orig, 2)]
+        assert len(delivered(rig, fills[0].exec_id)) == 1
         if retry:
             assert res.outcome == "resent"
             assert arrivals.count("G", r.cl_ord_id) == 1 and arrivals.cancel_rejects == []
@@ -428,4 +436,50 @@ async def test_partial_fill_while_a_replace_never_arrived(
             assert arrivals.count("G", r.cl_ord_id) == 0
             assert state.cl_ord_id == orig
             assert (state.price, state.order_qty, state.leaves_qty) == (45, 5, 3)
+        check_invariants(rig)
+
+
+# ----------------------------------------------------------------------------- chained requests
+
+
+@pytest.mark.parametrize("second", ["F", "G"])
+async def test_order_and_its_cancel_or_replace_never_arrived_are_resent_in_their_order(
+    rigs: RigFactory, second: str, autojump_clock: Any  # noqa: F811
+) -> None:
+    # A new order and, right behind it, its cancel (or replace): both swallowed by the stall.
+    # After the reconnect both are resent with their ClOrdIDs — the second after the order, as
+    # the application sent them. The other way round the exchange refused the cancel (no such
+    # order yet) and then placed an order the application had cancelled (or one at the price
+    # it had replaced). This failed about half the runs before the resends were ordered.
+    gw = rigs.gateway()
+    async with running(gw), open_rig(
+        gw, rigs.keys, rigs.tmp_path, children=STALL_CHILDREN, retry_ambiguous=True
+    ) as rig:
+        oe = rig.order_entry
+        await rig.nr().wait_active()
+        await rig.dc().wait_active()
+        arrivals = spy_arrivals(gw)
+        await stall_order_entry(rig, gw)
+        t = await oe.new_order(MKT0, "buy", 2, 45)
+        if second == "F":
+            c = await oe.cancel(t.cl_ord_id)
+        else:
+            c = await oe.replace(t.cl_ord_id, qty=3, price=46)
+        await wait_for(lambda: resolutions(rig, t.cl_ord_id) and resolutions(rig, c.cl_ord_id),
+                       rig=rig)
+        await rig.settle()
+        assert [x.outcome for x in resolutions(rig, t.cl_ord_id)] == ["resent"]
+        assert [x.outcome for x in resolutions(rig, c.cl_ord_id)] == ["resent"]
+        mine = [x for x in arrivals.requests if x[1] in (t.cl_ord_id, c.cl_ord_id)]
+        assert mine == [("D", t.cl_ord_id), (second, c.cl_ord_id)]
+        assert arrivals.cancel_rejects == []
+        state = oe.order(t.cl_ord_id)
+        assert state.cl_ord_id == c.cl_ord_id and state.cl_ord_ids == (t.cl_ord_id, c.cl_ord_id)
+        if second == "F":
+            assert state.ord_status == "4" and not state.is_open
+            assert gw.exchange.open_orders(ACCOUNT) == []
+        else:
+            assert (state.price, state.order_qty, state.ord_status) == (46, 3, "0")
+            (live,) = gw.exchange.open_orders(ACCOUNT)
+            assert (live.cl_ord_id, live.order_qty) == (c.cl_ord_id, 3)
         check_invariants(rig)
