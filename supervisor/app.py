@@ -116,7 +116,7 @@ class Components:
         account: str | None = None,
         tier: str | None = None,
         rate_share: float | None = None,
-        indexes: Iterable[int] = (0,),
+        indexes: Iterable[int] | None = None,
         retry_ambiguous: bool = False,
         recovery_options: dict[str, Any] | None = None,
     ) -> Components:
@@ -127,7 +127,8 @@ class Components:
         ``account`` names the ledger (default: derived from the drop-copy session); ``tier`` and
         ``rate_share`` shape the rate limiter (REFERENCE §10.1), by default ``[supervisor]
         rate_tier`` and ``rate_share``; ``indexes`` are the exchange
-        indexes the drop copy always replays — list every shard you trade on;
+        indexes the drop copy always replays, by default ``[supervisor.reconciliation] indexes``
+        (all of Kalshi's shards);
         ``retry_ambiguous`` is the default for resending requests a complete replay shows never
         arrived; ``recovery_options`` go to :class:`~supervisor.recovery.RecoveryObserver`.
         """
@@ -151,7 +152,7 @@ class Components:
                     executions,
                     drop_copy=rec.drop_copy_session,
                     state_path=state_dir / RECOVERY_STATE_FILE,
-                    indexes=indexes,
+                    indexes=rec.indexes if indexes is None else indexes,
                     lookback_s=rec.lookback_hours * 3600.0,
                     **(recovery_options or {}),
                 )

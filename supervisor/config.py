@@ -27,6 +27,7 @@ keeps it unparsed in ``Config.extra``)::
     enabled = true
     lookback_hours = 3           # Kalshi's drop copy keeps 3 hours (REFERENCE §6)
     drop_copy_session = "dropcopy"   # a [session.NAME] with endpoint = "KalshiDC"
+    indexes = [0, 1, 2, 3]       # exchange shards replayed at every pass (default: all four)
     journal = "var/supervisor/executions.jsonl"
 
     [supervisor.sessions.orders] # per-session supervision; NAME must be a [session.NAME]
@@ -64,6 +65,7 @@ from sessions.config import (
 from sessions.errors import ConfigError
 
 from .backoff import Backoff
+from .execid import EXCHANGE_INDEXES
 from .intensity import RestartIntensity
 from .keys import default_lock_dir
 from .ratelimit import TIER_BUDGETS, bucket_shape
@@ -95,7 +97,7 @@ _SUPERVISOR_KEYS = (
 )
 _MAINTENANCE_KEYS = ("timezone", "weekday", "start", "end", "logout_before_s", "extra_windows")
 _WINDOW_KEYS = ("start", "end", "note")
-_RECONCILIATION_KEYS = ("enabled", "lookback_hours", "drop_copy_session", "journal")
+_RECONCILIATION_KEYS = ("enabled", "lookback_hours", "drop_copy_session", "indexes", "journal")
 _CHILD_KEYS = ("restart", "start_order")
 
 
@@ -162,6 +164,10 @@ class ReconciliationSettings:
     lookback_hours: float = MAX_LOOKBACK_HOURS
     #: Name of the ``[session.NAME]`` whose endpoint is KalshiDC (``None`` only when disabled).
     drop_copy_session: str | None = None
+    #: Exchange indexes (shards) every pass replays. All of Kalshi's by default: executions
+    #: missed on a shard never seen before (the first trade on it happened while we were down)
+    #: are recovered only if that shard is asked for; replays are per shard (REFERENCE §6).
+    indexes: tuple[int, ...] = EXCHANGE_INDEXES
     #: Where processed executions are journalled.
     journal: Path = attrs.field(
         default=DEFAULT_STATE_DIR / "executions.jsonl", converter=Path
@@ -488,6 +494,21 @@ def _parse_reconciliation(
             f"replays only the last {MAX_LOOKBACK_HOURS:g} hours), got {lookback}",
         )
     journal = _path(t, "journal", config.base_dir, state_dir / "executions.jsonl")
+    raw_indexes = t.get(
+        "indexes", "a list of exchange indexes", lambda v: isinstance(v, list),
+        list(EXCHANGE_INDEXES),
+    )
+    if (
+        not raw_indexes
+        or not all(type(i) is int and i >= 0 for i in raw_indexes)
+        or len(set(raw_indexes)) != len(raw_indexes)
+    ):
+        raise t.error(
+            "indexes",
+            "must be a non-empty list of distinct exchange indexes (integers >= 0; Kalshi's "
+            f"shards are {', '.join(map(str, EXCHANGE_INDEXES))}), got {raw_indexes!r}",
+        )
+    indexes = tuple(sorted(raw_indexes))
 
     names = list(config.sessions)
     drop_copy = t.get("drop_copy_session", "the name of a [session.NAME] table", _is_str, None)
@@ -523,7 +544,8 @@ def _parse_reconciliation(
                 "name the one to reconcile through",
             )
     return ReconciliationSettings(
-        enabled=enabled, lookback_hours=lookback, drop_copy_session=drop_copy, journal=journal
+        enabled=enabled, lookback_hours=lookback, drop_copy_session=drop_copy,
+        indexes=indexes, journal=journal,
     )
 
 

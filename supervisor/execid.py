@@ -18,7 +18,12 @@ import attrs
 
 from sessions.errors import KalshiFixError
 
-__all__ = ["ExecId", "ExecIdError", "PENDING"]
+__all__ = ["EXCHANGE_INDEXES", "ExecId", "ExecIdError", "PENDING"]
+
+#: The exchange's shards (REFERENCE §1.7: 0 default, 1 combos, 2 crypto, 3 tennis and baseball).
+#: An order sent without ExDestination(100) is routed by its symbol to a shard the client cannot
+#: tell, so only a replay of every one of these can say what happened to it.
+EXCHANGE_INDEXES: tuple[int, ...] = (0, 1, 2, 3)
 
 # ASCII digits only (``\d`` would admit other scripts' digits), no signs, blanks or exponents:
 # every accepted value has exactly one wire form, so two spellings of one id cannot dodge

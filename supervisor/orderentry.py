@@ -68,6 +68,7 @@ from sessions.events import ApplicationMessage, LoggedOn
 from sessions.message import FixMessage, Value, to_bytes, wire_pairs
 
 from .errors import ChildStopped, SupervisorError
+from .execid import EXCHANGE_INDEXES
 from .killswitch import TradingGate
 from .observer import ObserverBase, SessionDown, SessionHandle, SessionNotActive, Spawn
 from .orders import (
@@ -79,7 +80,6 @@ from .orders import (
     UnknownOrderError,
 )
 from .ratelimit import RateLimiter
-from .recovery import EXCHANGE_INDEXES
 from .requestlog import LoggedRequest, RequestLog, RequestLogError
 from .streams import ExecutionStream, Fanout, Subscription
 

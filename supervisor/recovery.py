@@ -85,7 +85,7 @@ from sessions.events import (
 from sessions.message import FixMessage
 
 from .errors import ChildStopped, SupervisorError
-from .execid import ExecId, ExecIdError
+from .execid import EXCHANGE_INDEXES, ExecId, ExecIdError
 from .observer import ObserverBase, SessionDown, SessionHandle, SessionNotActive, Spawn
 from .reconcile import (
     LOOKBACK_MARGIN_S,
@@ -115,10 +115,6 @@ log = logging.getLogger(__name__)
 
 #: Version of the JSON state file.
 STATE_VERSION = 1
-#: The exchange's shards (REFERENCE §1.7: 0 default, 1 combos, 2 crypto, 3 tennis and baseball).
-#: An order sent without ExDestination(100) is routed by its symbol to a shard the client cannot
-#: tell, so only a replay of every one of these (and any other seen) can say it never arrived.
-EXCHANGE_INDEXES: tuple[int, ...] = (0, 1, 2, 3)
 # Replayed reports offered to the ledger per transaction.
 _REPLAY_BATCH = 500
 

@@ -289,6 +289,19 @@ def test_errors_name_file_table_and_key(tmp_path: Path, table: str, expected: st
     assert expected in message
 
 
+def test_reconciliation_replays_every_shard_unless_told_otherwise(tmp_path: Path) -> None:
+    # Executions missed on a shard never seen before come back only if that shard is replayed.
+    assert load(tmp_path, "").reconciliation.indexes == (0, 1, 2, 3)
+    sup = load(tmp_path, "[supervisor.reconciliation]\nindexes = [2, 0]\n")
+    assert sup.reconciliation.indexes == (0, 2)
+
+
+@pytest.mark.parametrize("value", ["[]", "[0, 0]", "[-1]", "[1.5]", '"0"'])
+def test_reconciliation_indexes_must_be_distinct_shards(tmp_path: Path, value: str) -> None:
+    path, message = error(tmp_path, f"[supervisor.reconciliation]\nindexes = {value}\n")
+    assert message.startswith(f"{path}: [supervisor.reconciliation] indexes: ")
+
+
 def test_supervisor_must_be_a_table(tmp_path: Path) -> None:
     path = write(tmp_path, "supervisor = 5\n" + SESSIONS)
     with pytest.raises(ConfigError) as info:
