@@ -444,26 +444,30 @@ class StreamDecoder:
             return self._skip(pos, "does not start with 8=")
         if not buf.startswith(b"8=", pos):
             if n - pos == 1 and buf[pos] == 0x38:  # a lone "8": wait for the "="
-                return self._wait(1)
+                self._wait(1)
+                return None
             return self._skip(pos, "does not start with 8=")
         soh1 = buf.find(SOH, pos + 2, pos + 3 + _MAX_BEGIN_STRING)
         if soh1 < 0:
             if n - pos < 3 + _MAX_BEGIN_STRING:
-                return self._wait(n - pos)
+                self._wait(n - pos)
+                return None
             return self._skip(
                 pos, f"malformed header: BeginString longer than {_MAX_BEGIN_STRING} bytes"
             )
         second = buf[soh1 + 1 : soh1 + 3]
         if second != b"9=":
             if len(second) < 2 and b"9=".startswith(second):
-                return self._wait(n - pos)
+                self._wait(n - pos)
+                return None
             return self._skip(pos, "malformed header: second field is not BodyLength(9)")
         start = soh1 + 3
         soh2 = buf.find(SOH, start, start + _MAX_LENGTH_DIGITS + 1)
         if soh2 < 0:
             partial = buf[start : start + _MAX_LENGTH_DIGITS + 1]
             if len(partial) <= _MAX_LENGTH_DIGITS and (not partial or partial.isdigit()):
-                return self._wait(n - pos)
+                self._wait(n - pos)
+                return None
             return self._skip(pos, f"malformed BodyLength: {partial[:20]!r}")
         digits = buf[start:soh2]
         if not digits.isdigit():

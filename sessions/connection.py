@@ -812,7 +812,7 @@ class FixConnection:
         self._goto(State.LOGON_RECEIVED)
         self._pending_logon = msg
         if problem is None and target != self._sender:
-            problem = (f"CompID problem: TargetCompID {target.decode('latin-1')!r} is not "
+            problem = (f"CompID problem: TargetCompID {(target or b'').decode('latin-1')!r} is not "
                        f"{self.settings.sender_comp_id!r}")
         if problem is None:
             raw = msg.get(T.SENDING_TIME) or b""

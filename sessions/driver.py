@@ -310,7 +310,8 @@ class FixSession:
         try:
             # Bodies of (int, bytes) pairs (pre-rendered reports, order entry's requests) go
             # to the codec as they are: checking every field first cost more than encoding.
-            return self._conn.send_app(mt, pairs, now)
+            # (The codec refuses a value that is not bytes: rendered below, so typing aside.)
+            return self._conn.send_app(mt, pairs, now)  # type: ignore[arg-type]
         except CodecError:
             # Values not rendered yet (str, int, Decimal…): render them and encode again. A
             # value the codec still refuses (SOH inside) raises from here; nothing was sent.

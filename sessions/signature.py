@@ -12,7 +12,7 @@ import binascii
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Union
+from typing import NoReturn, Union
 
 import attrs
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -198,7 +198,7 @@ class LogonSigner:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         # Pickling would copy the private key into wherever the pickle goes (logs, queues).
         raise TypeError(f"LogonSigner for key id {self.key_id} cannot be pickled")
 

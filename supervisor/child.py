@@ -413,6 +413,7 @@ class SessionChild:
             nursery.start_soon(stop_on, request)
             await trio.sleep(delay)
             nursery.cancel_scope.cancel()
+        text: str | None
         if self._stop.is_set():
             kind, text = DownKind.SHUTDOWN, SHUTDOWN_LOGOUT_TEXT
         elif request.is_set():
@@ -582,12 +583,15 @@ class SessionChild:
     def _log_unexpected(
         self, outcome: SessionEnded | Exception | None, decision: RestartDecision | None
     ) -> None:
-        if decision is not None and decision.cause == "unexpected" and outcome is not None:
+        if (
+            decision is not None and decision.cause == "unexpected"
+            and isinstance(outcome, BaseException)
+        ):
             # classify shows only the type of a foreign exception (its text could hold
             # anything); the traceback goes to the log as the explanation promises.
             log.error(
                 "session %s: the attempt crashed", self.name,
-                exc_info=(type(outcome), outcome, outcome.__traceback__),  # type: ignore[arg-type]
+                exc_info=(type(outcome), outcome, outcome.__traceback__),
             )
 
     # ------------------------------------------------------------------ status

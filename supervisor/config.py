@@ -371,7 +371,7 @@ def _optional_path(t: _Table, key: str, base: Path) -> Path | None:
 
 
 def _subtable(t: _Table, key: str) -> Mapping[str, Any]:
-    return t.get(  # type: ignore[no-any-return]
+    return t.get(
         key, f"a table ([supervisor.{key}])", lambda v: isinstance(v, Mapping), {}
     )
 

@@ -430,7 +430,7 @@ async def demo(workdir: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo on an accelerated clock; returns the process exit code."""
     # A hang must end the process with a traceback, not keep a terminal waiting.
-    faulthandler.dump_traceback_later(WALL_LIMIT, exit=True, file=sys.__stderr__)
+    faulthandler.dump_traceback_later(WALL_LIMIT, exit=True, file=sys.__stderr__ or sys.stderr)
     try:
         with tempfile.TemporaryDirectory(prefix="kalshi-fix-demo-") as tmp:
             return trio.run(demo, Path(tmp), clock=trio.testing.MockClock(autojump_threshold=0))

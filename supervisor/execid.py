@@ -78,13 +78,13 @@ class ExecId:
         """
         kind = type(value)
         if kind is bytes or kind is str:
-            known = _PARSED.get(value)  # type: ignore[arg-type]
+            known = _PARSED.get(value)
             if known is not None:
                 return known
             parsed = cls._parse(value)
             if len(_PARSED) >= _PARSED_MAX:
                 _PARSED.clear()
-            _PARSED[value] = parsed  # type: ignore[index]
+            _PARSED[value] = parsed
             return parsed
         return cls._parse(value)
 
@@ -116,10 +116,10 @@ class ExecId:
                 f"not a Kalshi ExecID: {text!r} (expected 'clock;event' or "
                 "'clock;event;exchange_index' with non-negative integers, or '-1;-1')"
             )
-        index = int(m.group(5)) if m.group(5) is not None else 0
+        shard = int(m.group(5)) if m.group(5) is not None else 0
         if m.group(1) is not None:
-            return _trusted(-1, -1, index)
-        return _trusted(int(m.group(3)), int(m.group(4)), index)
+            return _trusted(-1, -1, shard)
+        return _trusted(int(m.group(3)), int(m.group(4)), shard)
 
     @classmethod
     def from_parts(cls, clock: int, event: int, index: int) -> ExecId:

@@ -89,8 +89,8 @@ def journal_record(item: DeliveredExecution) -> dict[str, Any]:
             found[t] = v
     rec: dict[str, Any] = {"delivery_id": item.delivery_id, "exec_id": _exec_id_field(item)}
     for name, tag in _FIELDS:
-        v = found.get(tag)
-        rec[name] = None if v is None else v.decode("latin-1")
+        value = found.get(tag)
+        rec[name] = None if value is None else value.decode("latin-1")
     rec["source"] = item.source
     rec["session"] = item.session
     return rec

@@ -98,7 +98,7 @@ def _load_state(path: Path) -> dict[str, Any] | None:
             "is unknown, so the supervisor does not start as if it were armed; inspect the "
             "file, then delete it (re-arms) or write it engaged again"
         )
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
@@ -216,7 +216,7 @@ class KillSwitch(ObserverBase):
         self.history: list[SessionKill] = []
         self._lock = trio.Lock()
         self.handles: dict[str, SessionHandle] = {}
-        self.clock: Callable[[], float] | None = None
+        self.clock: Callable[[], float] | None = None  # type: ignore[assignment]  # until attach
         self.state_path = Path(state_path) if state_path is not None else None
         if self.state_path is not None:
             state = _load_state(self.state_path)

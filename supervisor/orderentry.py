@@ -591,7 +591,7 @@ class OrderEntry(ObserverBase):
             # Stored as a plain tuple: the garbage collector stops tracking that (not a
             # subclass), and a resting order's request would otherwise be walked by every
             # full collection.
-            self._requests[cl] = tuple(req)
+            self._requests[cl] = tuple(req)  # type: ignore[assignment]  # the same fields
         try:
             if req is not None:
                 self._log_request(cl or "", handle.name, mt, wire)
@@ -867,15 +867,15 @@ class OrderEntry(ObserverBase):
                 if waiter in queue:
                     queue.remove(waiter)
                 raise
-            limit = self.reply_timeout if timeout is None else timeout
+            wait_s = self.reply_timeout if timeout is None else timeout
             try:
-                group: OrderGroupResult = await waiter.wait(limit)
+                group: OrderGroupResult = await waiter.wait(wait_s)
                 return group
             except trio.TooSlowError:
                 if waiter in queue:
                     queue.remove(waiter)
                 raise OutcomeUnknown(
-                    f"no OrderGroupResponse within {limit:g} s on {handle.name}; the {action} "
+                    f"no OrderGroupResponse within {wait_s:g} s on {handle.name}; the {action} "
                     "may or may not have been applied"
                 ) from None
 

@@ -592,7 +592,7 @@ class RecoveryObserver(ObserverBase):
         requests = plan_recovery(
             begins, started, gap_start, lookback_s=self.lookback_s, margin_s=self.margin_s
         )
-        alerts: list[Alert | RecoveryAbandoned] = []
+        alerts: list[Alert | RecoveryAbandoned | RecoveryUnavailable] = []
         for r in requests:
             if r.beyond_lookback:
                 a = GapTooOld(

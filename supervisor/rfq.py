@@ -488,14 +488,14 @@ class RfqCreator(ObserverBase):
             )
             if rfq is not None:
                 status = msg.get_str(21013)
-                result = CancelResult(ref, status, status == "0", msg.get_str(58))
+                cancelled = CancelResult(ref, status, status == "0", msg.get_str(58))
                 if status == "0":
                     rfq.state = "cancelled"
                 elif status == "2":
                     rfq.state = "expired"
                 if rfq._cancel is not None:
-                    rfq._cancel.set(result)
-                rfq._on(result)
+                    rfq._cancel.set(cancelled)
+                rfq._on(cancelled)
 
 
 # ----------------------------------------------------------------------------- maker

@@ -580,12 +580,12 @@ def _parse_parties(msg: FixMessage) -> list[dict[str, object]]:
         elif tag == 1704:
             pending_collateral = [v]
         elif tag == 1705 and pending_collateral:
-            current["collateral"].append((pending_collateral[0], v))  # type: ignore[union-attr]
+            current["collateral"].append((pending_collateral[0], v))  # type: ignore[attr-defined]
             pending_collateral = []
         elif tag == 137:
             pending_fee = [v]
         elif tag == 139 and pending_fee:
-            current["fees"].append((pending_fee[0], v))  # type: ignore[union-attr]
+            current["fees"].append((pending_fee[0], v))  # type: ignore[attr-defined]
             pending_fee = []
     return parties
 

@@ -441,7 +441,7 @@ class Supervisor:
             await ready.wait()
             handles = self.handles
             for observer in self._observers:
-                observer.attach(handles, self.spawn, self.clock)
+                observer.attach(handles, self.spawn, self.clock)  # type: ignore[arg-type]
         except BaseException as exc:
             self._done.set()
             self._end_subscriptions()

@@ -472,8 +472,8 @@ def command(args: argparse.Namespace) -> int:
         match, rest = group.split((ConfigError, KeyLoadError))
         if match is None or rest is not None:
             raise
-        for exc in _leaves(match):
-            print(f"kalshi-fix gateway: {exc}", file=sys.stderr)
+        for leaf in _leaves(match):
+            print(f"kalshi-fix gateway: {leaf}", file=sys.stderr)
         return 2
 
 

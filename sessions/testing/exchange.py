@@ -308,7 +308,7 @@ class ExecRecord:
     @property
     def exec_key(self) -> tuple[int, int]:
         """(clock, event) of the ExecID, for ordering within one exchange index."""
-        return _parse_exec_id(self.exec_id)[:2]  # type: ignore[return-value]
+        return _parse_exec_id(self.exec_id)[:2]
 
 
 def _new_record(fields: dict[str, Any]) -> ExecRecord:

@@ -30,7 +30,7 @@ import enum
 import math
 import random
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import ClassVar
 
 import attrs
@@ -346,11 +346,15 @@ def _unknown_key(key: str) -> ConfigError:
     )
 
 
+def _fault_tuple(faults: Iterable[Fault]) -> tuple[Fault, ...]:
+    return tuple(faults)
+
+
 @attrs.frozen
 class FaultPlan:
     """The faults of one run, in order, and the seed they were drawn from (if random)."""
 
-    faults: tuple[Fault, ...] = attrs.field(default=(), converter=tuple)
+    faults: tuple[Fault, ...] = attrs.field(default=(), converter=_fault_tuple)
     seed: int | None = None
 
     @classmethod

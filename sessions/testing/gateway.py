@@ -254,7 +254,7 @@ class _GatewayStore(MemoryStore):
             seq, sending_time, raw, application=application and self._keep_sent
         )
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
+    def batch(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         self._check_open()
         return _NO_ROLLBACK
 
