@@ -1,5 +1,5 @@
-"""``kalshi-fix run`` as a process, killed and restarted: the executions journal stays exact,
-and SIGINT stops it like SIGTERM.
+"""``kalshi-fix run`` as a process, killed and restarted: the executions journal stays exact.
+(SIGTERM and SIGINT are in test_run.py.)
 
 The gateway is the in-process fixture (plain TCP, real time); the supervisor is a subprocess, so
 SIGKILL is a real crash: no Logout, no flush, no close. Every wait is bounded (``fail_after``).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import trio
 
 from sessions.testing.client import new_order, next_app
 from supervisor.run import EXIT_OK
-from test_run import ENV, REPO, RUN, Output, kalshi_gateway_options, session, write_config
+from test_run import kalshi_gateway_options, session, start_run, write_config
 
 __all__ = ["kalshi_gateway_options"]  # the fixture of test_run: real time, no weekly window
 
@@ -86,14 +85,6 @@ class Trader:
     async def wait_fills(self, count: int) -> None:
         while self.fills < count:
             await trio.sleep(0.01)
-
-
-async def start_run(config: Path) -> tuple[trio.Process, Output]:
-    proc = await trio.lowlevel.open_process(
-        [*RUN, str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
-    )
-    assert proc.stdout is not None
-    return proc, Output(proc.stdout)
 
 
 async def poll(done: Any, what: str) -> None:  # noqa: ANN401
@@ -166,39 +157,3 @@ async def test_sigkill_then_restart_journals_every_execution_exactly_once(
     entries = [json.loads(line) for line in journal.read_text().splitlines()]
     assert "dropcopy" in {e["source"] for e in entries[crashed_at:]}
     assert [e["delivery_id"] for e in entries] == sorted(e["delivery_id"] for e in entries)
-
-
-async def test_sigint_logs_every_session_out_in_reverse_order_and_exits_0(
-    kalshi_gateway, tmp_path
-) -> None:
-    gw = kalshi_gateway
-    config = write_config(tmp_path, {
-        "dc": session(gw, "KalshiDC", "dc"),
-        "orders": session(gw, "KalshiNR", "nr"),
-        "rt": session(gw, "KalshiRT", "rt"),
-    })
-    proc, out = await start_run(config)
-    try:
-        with trio.fail_after(PHASE_TIMEOUT):
-            await out.until(lambda lines: sum(" up (" in line for line in lines) == 3)
-        assert all(gw.gateway.is_connected(gw.keys[r].key_id) for r in ("dc", "nr", "rt"))
-        proc.send_signal(signal.SIGINT)
-        with trio.fail_after(PHASE_TIMEOUT):
-            code = await proc.wait()
-            text = await out.rest()
-    finally:
-        if proc.returncode is None:  # pragma: no cover - only when the test failed
-            proc.kill()
-            await proc.wait()
-    assert code == EXIT_OK, text
-    assert "SIGINT received: logging out every session" in text
-    assert "KeyboardInterrupt" not in text and "Traceback" not in text
-    stops = [line for line in out.lines if " shutdown (" in line]
-    assert [line.split("session ")[1].split(" ")[0] for line in stops] == ["rt", "orders", "dc"]
-    assert "every session logged out; exiting" in text
-    await gw.gateway.wait_idle()
-    ours = {gw.keys[r].key_id for r in ("dc", "nr", "rt")}
-    records = [r for r in gw.gateway.connections if r.key_id in ours]
-    # Each session sent its Logout and the gateway saw it close cleanly from our side.
-    assert [r.ended for r in records] == ["peer"] * 3
-    assert all(r.logged_on for r in records)
