@@ -672,52 +672,48 @@ class FixConnection:
     ) -> bool:
         """The PossDupFlag rules of an in-sequence message that carries the flag (rare: off the
         common path). False when the message was rejected (and counted when ``count``)."""
+
+        def rejected(reason: int, text: str, ref_tag: int) -> bool:
+            self._send_reject(now, msg, reason, text, ref_tag=ref_tag)
+            if count:
+                self._store_().set_next_target_seq(seq + 1)
+            return False
+
         if poss_dup != b"Y":
             if poss_dup == b"N":
                 return True
             # FIX: a Boolean is Y or N; anything else is a value out of range (373=5).
-            self._send_reject(
-                now, msg, SessionRejectReason.VALUE_INCORRECT,
+            return rejected(
+                SessionRejectReason.VALUE_INCORRECT,
                 f"Value is incorrect (out of range) for this tag: PossDupFlag(43)="
-                f"{poss_dup.decode('latin-1')}", ref_tag=T.POSS_DUP_FLAG,
+                f"{poss_dup.decode('latin-1')}", T.POSS_DUP_FLAG,
             )
-            if count:
-                self._store_().set_next_target_seq(seq + 1)
-            return False
         if msg_type == MsgType.SEQUENCE_RESET:
             return True  # a gap fill needs no OrigSendingTime (FIX exempts it)
         orig = f.get(T.ORIG_SENDING_TIME)
         if orig is None:
-            self._send_reject(
-                now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
-                "OrigSendingTime(122) required when PossDupFlag=Y", ref_tag=T.ORIG_SENDING_TIME
+            return rejected(
+                SessionRejectReason.REQUIRED_TAG_MISSING,
+                "OrigSendingTime(122) required when PossDupFlag=Y", T.ORIG_SENDING_TIME,
             )
-            if count:
-                self._store_().set_next_target_seq(seq + 1)
-            return False
         try:
             orig_at = parse_utc_timestamp(orig)
         except ValueError:
-            self._send_reject(
-                now, msg, SessionRejectReason.INCORRECT_DATA_FORMAT,
+            return rejected(
+                SessionRejectReason.INCORRECT_DATA_FORMAT,
                 f"OrigSendingTime(122) is not a UTCTimestamp: {orig.decode('latin-1')!r}",
-                ref_tag=T.ORIG_SENDING_TIME,
+                T.ORIG_SENDING_TIME,
             )
-            if count:
-                self._store_().set_next_target_seq(seq + 1)
-            return False
         # SendingTime was parsed (and found in range) just before, so it parses here.
         if orig_at > parse_utc_timestamp(f[T.SENDING_TIME]):
             # FIX (test case 2f): a resend cannot have been first sent after it was resent.
             # Reject with 373=10, count the message, then Logout and disconnect, as for any
             # other SendingTime accuracy problem.
-            self._send_reject(
-                now, msg, SessionRejectReason.SENDING_TIME_ACCURACY,
+            rejected(
+                SessionRejectReason.SENDING_TIME_ACCURACY,
                 "SendingTime accuracy problem: OrigSendingTime(122) is later than "
-                "SendingTime(52)", ref_tag=T.ORIG_SENDING_TIME,
+                "SendingTime(52)", T.ORIG_SENDING_TIME,
             )
-            if count:
-                self._store_().set_next_target_seq(seq + 1)
             self._fatal(now, "SendingTime accuracy problem", reject_already_sent=True)
             return False
         return True
