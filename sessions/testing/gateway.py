@@ -241,18 +241,12 @@ class _GatewayStore(MemoryStore):
     inbound chunk), which a gateway keeping a day of KalshiRT traffic cannot afford; a failure
     half way through a batch here is a bug that ends the connection anyway.
 
-    ``keep_sent=False`` (endpoints without retransmission): sent messages are numbered but not
-    kept, since no ResendRequest is ever served there — keeping them cost a copy per message
-    and a scan of all of them at every prune."""
+    ``keep_sent=False`` (endpoints without retransmission) is MemoryStore's
+    ``keep_messages=False``: sent messages are numbered but not kept, since no ResendRequest is
+    ever served there."""
 
     def __init__(self, *, now: float, retention_s: float, keep_sent: bool = True) -> None:
-        super().__init__(now=now, retention_s=retention_s)
-        self._keep_sent = keep_sent
-
-    def record_sent(self, seq: int, sending_time: float, raw: bytes, *, application: bool) -> None:
-        super().record_sent(
-            seq, sending_time, raw, application=application and self._keep_sent
-        )
+        super().__init__(now=now, retention_s=retention_s, keep_messages=keep_sent)
 
     def batch(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         self._check_open()
