@@ -39,6 +39,7 @@ from sessions.events import LoggedOn
 
 from .errors import SupervisorError
 from .observer import ObserverBase, SessionHandle, SessionNotActive, Spawn
+from .records import replace_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .orderentry import MassCancelResult, OrderEntry
@@ -102,21 +103,8 @@ def _load_state(path: Path) -> dict[str, Any] | None:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    """Replace ``path`` atomically and durably: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    data = (json.dumps(state, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace ``path`` with ``state`` atomically and durably (raises ``OSError``)."""
+    replace_file(path, (json.dumps(state, sort_keys=True) + "\n").encode("utf-8"), mode=0o600)
 
 
 class KillSwitchEngaged(SupervisorError):

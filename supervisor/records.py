@@ -1,4 +1,6 @@
-"""Append-only record files: the framing shared by the ledger's offer log and the request log.
+"""Durable side files: the record framing shared by the ledger's offer log and the request log,
+and the atomic replacement of a whole small file (:func:`replace_file`: the request log's
+compaction, the kill switch's and the reconciliation's state).
 
 A record is ``length (u32) | CRC-32 (u32) | payload``, the payload a pickle of plain data
 (tuples, lists, strings, bytes, numbers, None). The CRC covers the payload and starts from a
@@ -19,7 +21,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["frame", "read_all", "read_frames"]
+__all__ = ["frame", "read_all", "read_frames", "replace_file"]
 
 _HEADER = struct.Struct("<II")
 
@@ -57,3 +59,25 @@ def read_frames(buffer: bytes, seed: int) -> Iterator[Any]:
             return
         yield data
         pos += header + size
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> None:
+    """Replace the file at ``path`` with ``data``, atomically and durably: a temporary file
+    beside it is written and fsynced, renamed over it, and the directory fsynced, so a crash
+    leaves the old file or the new one, never a mix or nothing. Raises ``OSError``."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -99,6 +99,7 @@ from .reconcile import (
     build_u1,
     plan_recovery,
 )
+from .records import replace_file
 from .streams import ExecutionStream, Fanout
 
 __all__ = [
@@ -757,14 +758,9 @@ class RecoveryObserver(ObserverBase):
             "gaps": {n: g.since for n, g in sorted(self._gaps.items())},
         }
         path = self.state_path
-        tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            replace_file(path, json.dumps(data, separators=(",", ":")).encode("utf-8"))
         except OSError as e:
             raise RecoveryStateError(
                 f"cannot write the recovery state {str(path)!r}: {e.strerror or e}; check that "

@@ -32,7 +32,7 @@ import attrs
 
 from sessions.errors import StoreError
 
-from .records import frame, read_all, read_frames
+from .records import frame, read_all, read_frames, replace_file
 
 __all__ = ["COMPACT_EVERY", "LoggedRequest", "RequestLog", "RequestLogError"]
 
@@ -184,13 +184,8 @@ class RequestLog:
             pass  # the torn tail stays; reading stops at it (the requests before it are read)
 
     def _replace(self, content: bytes) -> None:
-        tmp = f"{self._path}.tmp"
         try:
-            with open(tmp, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
+            replace_file(self._path, content)
             new_fd = os.open(self._path, os.O_RDWR | os.O_APPEND)
         except OSError as e:
             raise RequestLogError(

@@ -7,8 +7,9 @@ import pickle
 import struct
 import zlib
 from decimal import Decimal
+from pathlib import Path
 
-from supervisor.records import frame, read_frames
+from supervisor.records import frame, read_frames, replace_file
 
 SEED = zlib.crc32(b"owner")
 
@@ -32,3 +33,11 @@ def test_a_payload_that_would_load_a_class_is_not_loaded() -> None:
     assert list(read_frames(frame(("ok",), SEED) + planted + frame(("after",), SEED), SEED)) == [
         ("ok",)
     ]
+
+
+def test_replace_file_swaps_the_whole_file_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    replace_file(path, b"old")
+    replace_file(path, b"new contents", mode=0o600)
+    assert path.read_bytes() == b"new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
