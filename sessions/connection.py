@@ -9,8 +9,10 @@ application accept or reject it.
 
 The rules follow the FIX session layer (FIXT.1.1): MsgSeqNum gaps, PossDup handling,
 ResendRequest/SequenceReset, TestRequest/Heartbeat, Logon/Logout handshakes and session-level
-Reject. Kalshi's own choices are in the settings (no retransmission on most endpoints, 30 s
-SendingTime tolerance, signed Logon).
+Reject. Session messages (and only they) are also checked field by field against the session
+dictionary (:mod:`sessions.dictionary`): required, allowed, format and range. Kalshi's own
+choices are in the settings (no retransmission on most endpoints, 30 s SendingTime tolerance,
+signed Logon).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import enum
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 
+from . import dictionary
 from . import tags as T
 from .codec import Garbled, StreamDecoder, decode, encode_message
 from .errors import CodecError, LocalProtocolError
@@ -462,13 +465,15 @@ class FixConnection:
             if msg_type == MsgType.SEQUENCE_RESET:
                 if fields.get(T.GAP_FILL_FLAG) != b"Y":
                     # Reset mode ignores MsgSeqNum by definition.
-                    if self._header_ok(msg, msg_type, seq, now, count=False):
+                    f = self._header_ok(msg, msg_type, seq, now, count=False)
+                    if f is not None and self._session_message_ok(msg, msg_type, f, now):
                         self._on_sequence_reset(msg, seq, now, gap_fill=False)
                     return
             elif fields.get(T.RESET_SEQ_NUM_FLAG) == b"Y":
                 # FIX: a Logon with ResetSeqNumFlag=Y during a session restarts both numbers at
                 # 1; its own MsgSeqNum is 1, so it must not meet the "too low" rule first.
-                if self._header_ok(msg, msg_type, seq, now, count=False):
+                f = self._header_ok(msg, msg_type, seq, now, count=False)
+                if f is not None and self._session_message_ok(msg, msg_type, f, now):
                     self._on_reset_logon(msg, seq, now)
                 return
         expected = self._store_().next_target_seq
@@ -485,7 +490,8 @@ class FixConnection:
     ) -> None:
         if msg_type == MsgType.LOGOUT:
             # A Logout is honoured even across a gap: nothing would be gained by resending.
-            if self._header_ok(msg, msg_type, seq, now, count=False):
+            f = self._header_ok(msg, msg_type, seq, now, count=False)
+            if f is not None and self._session_message_ok(msg, msg_type, f, now):
                 self._on_logout(msg, seq, now)
             return
         if not self.settings.retransmission:
@@ -501,17 +507,21 @@ class FixConnection:
             # The peer's Reject of our ResendRequest is numbered after the gap it refuses to
             # fill: waiting for the gap first would wait for ever. Like a ResendRequest it is
             # handled now and queued as handled, so its number is counted in turn.
-            if self._header_ok(msg, msg_type, seq, now, count=False):
+            f = self._header_ok(msg, msg_type, seq, now, count=False)
+            if f is not None:
                 self._queue[seq] = (msg, now, True)
-                self._events.append(_reject_received(msg))
-                self._abandon_resend(now)
+                if self._session_message_ok(msg, msg_type, f, now):
+                    self._events.append(_reject_received(msg))
+                    self._abandon_resend(now)
             return
         if msg_type == MsgType.RESEND_REQUEST:
             # FIX: answer the peer's ResendRequest first, then ask for our own gap. It is also
             # queued, as handled, so that its number is counted once the gap is filled even if
             # the peer's fill stops short of it (as QuickFIX engines do).
-            if self._header_ok(msg, msg_type, seq, now, count=False):
-                self._on_resend_request(msg, seq, now)
+            f = self._header_ok(msg, msg_type, seq, now, count=False)
+            if f is not None:
+                if self._session_message_ok(msg, msg_type, f, now):
+                    self._on_resend_request(msg, seq, now)
                 self._queue[seq] = (msg, now, True)
             elif self.state is State.CLOSED:
                 return  # a CompID or SendingTime problem: logged out, nothing to request
@@ -591,7 +601,8 @@ class FixConnection:
                 # application, which knows their groups.
                 self._reject_repeated_tag(msg, now)
                 return
-            handler(self, msg, seq, now)
+            if self._session_message_ok(msg, msg_type, f, now):
+                handler(self, msg, seq, now)
             return
         allowed = self.settings.application_msg_types
         if allowed is not None and msg_type not in allowed:
@@ -603,6 +614,32 @@ class FixConnection:
         self._events.append(
             ApplicationMessage(msg, seq, f.get(T.POSS_DUP_FLAG) == b"Y")
         )
+
+    def _session_message_ok(
+        self, msg: FixMessage, msg_type: bytes, f: dict[int, bytes], now: float
+    ) -> bool:
+        """Check a session message of a logged-on session against the session dictionary.
+        On a violation: Reject (373 and the tag) and False, so that the message goes no further
+        (its number is consumed all the same); a Logon ends the session instead. True: go on
+        (Logout and Reject go on after the Reject, see below)."""
+        violation = dictionary.check(msg_type, msg.pairs, f)
+        if violation is None:
+            return True
+        if msg_type == MsgType.LOGON:
+            # FIX: an invalid Logon is answered with a Logout and a disconnect, never a Reject.
+            self._fatal(now, violation.text)
+            return False
+        if msg_type == MsgType.REJECT and f.get(T.REF_MSG_TYPE) == MsgType.REJECT:
+            # A Reject of one of our Rejects is not rejected in turn: that is how two engines
+            # whose dictionaries disagree would reject each other for ever.
+            return True
+        self._send_reject(now, msg, violation.reason, violation.text, ref_tag=violation.tag)
+        # Our choice where FIX leaves one: a Logout or a Reject is the peer's word about the
+        # session and is heard even when malformed, after our Reject has said what is wrong.
+        # Ignoring a Logout would only leave the peer waiting for our answer until it drops
+        # the line; ignoring a Reject would lose what it says about our messages (one without
+        # RefSeqNum(45) refusing our ResendRequest would leave the gap stalled for ever).
+        return msg_type in _HEARD_WHEN_MALFORMED
 
     def _reject_repeated_tag(self, msg: FixMessage, now: float) -> None:
         seen: set[int] = set()
@@ -775,10 +812,19 @@ class FixConnection:
             text = msg.get_str(T.TEXT)
             self._close("peer", text=text, clean=True)
             return
-        if not self._header_ok(msg, msg_type, seq, now, count=False):
+        f = self._header_ok(msg, msg_type, seq, now, count=False)
+        if f is None:
             return
-        hb = msg.get(T.HEART_BT_INT)
-        if hb is not None and hb.isdigit() and int(hb) > 0:
+        # Kalshi (REFERENCE §2.3, §11 #7): what the answer holds is undocumented and the client
+        # must rely on nothing but MsgType, header and MsgSeqNum, so a field FIX requires on a
+        # Logon may be absent here; what is present must still be a well-formed Logon field.
+        violation = dictionary.check(msg_type, msg.pairs, f, require=False)
+        if violation is not None:
+            # FIX: an invalid Logon is answered with a Logout and a disconnect.
+            self._fatal(now, violation.text)
+            return
+        hb = f.get(T.HEART_BT_INT)
+        if hb is not None and int(hb) > 0:
             self.heartbeat_interval = int(hb)
         self._become_active(msg, seq, now)
 
@@ -792,18 +838,20 @@ class FixConnection:
             problem = "Required tag missing: SenderCompID(49)"
         elif not target:
             problem = "Required tag missing: TargetCompID(56)"
+        elif (violation := dictionary.check(
+            MsgType.LOGON, msg.pairs, msg.first_values()
+        )) is not None:
+            # FIX: an invalid Logon is answered with a Logout (its text says what is wrong) and
+            # a disconnect, never a Reject; EncryptMethod, HeartBtInt and DefaultApplVerID are
+            # present and well-formed past this point.
+            problem = violation.text
         elif (encrypt := msg.get(T.ENCRYPT_METHOD)) != b"0":
-            # FIX: EncryptMethod is required on Logon, and we (like Kalshi, REFERENCE §2.1)
-            # support only 0 = none: any other method is refused rather than misread.
-            problem = ("Required tag missing: EncryptMethod(98)" if encrypt is None
-                       else f"EncryptMethod(98)={encrypt.decode('latin-1')} is not supported")
-        elif hb is None or not hb.isdigit():
-            problem = "HeartBtInt(108) missing or not an integer"
-        elif int(hb) < self.settings.min_heartbeat_interval:
+            # We (like Kalshi, REFERENCE §2.1) support only EncryptMethod 0 = none: any other
+            # method is refused rather than misread.
+            problem = f"EncryptMethod(98)={(encrypt or b'').decode('latin-1')} is not supported"
+        elif int(hb or b"0") < self.settings.min_heartbeat_interval:
             problem = (f"HeartBtInt(108) must be at least {self.settings.min_heartbeat_interval}, "
-                       f"got {int(hb)}")
-        elif msg.get(T.DEFAULT_APPL_VER_ID) is None:
-            problem = "Required tag missing: DefaultApplVerID(1137)"
+                       f"got {int(hb or b'0')}")
         self._target = sender or b"?"
         self._goto(State.LOGON_RECEIVED)
         self._pending_logon = msg
@@ -897,10 +945,7 @@ class FixConnection:
 
     def _on_test_request(self, msg: FixMessage, seq: int, now: float) -> None:
         test_id = msg.get(T.TEST_REQ_ID)
-        if test_id is None:
-            self._send_reject(now, msg, SessionRejectReason.REQUIRED_TAG_MISSING,
-                              "Required tag missing: TestReqID(112)", ref_tag=T.TEST_REQ_ID)
-            return
+        assert test_id is not None  # required by the session dictionary
         self._send(MsgType.HEARTBEAT, [(T.TEST_REQ_ID, test_id)], now)
 
     def _on_resend_request(self, msg: FixMessage, seq: int, now: float) -> None:
@@ -910,24 +955,15 @@ class FixConnection:
             self._send_reject(now, msg, SessionRejectReason.INVALID_MSG_TYPE,
                               "ResendRequest is not supported on this session", ref_tag=T.MSG_TYPE)
             return
-        begin_raw, end_raw = msg.get(T.BEGIN_SEQ_NO), msg.get(T.END_SEQ_NO)
-        for tag, raw in ((T.BEGIN_SEQ_NO, begin_raw), (T.END_SEQ_NO, end_raw)):
-            if raw is None or not raw.isdigit():
-                self._send_reject(
-                    now, msg,
-                    SessionRejectReason.REQUIRED_TAG_MISSING if raw is None
-                    else SessionRejectReason.INCORRECT_DATA_FORMAT,
-                    f"{'BeginSeqNo' if tag == T.BEGIN_SEQ_NO else 'EndSeqNo'}({tag}) "
-                    f"{'missing' if raw is None else 'not a number'}", ref_tag=tag,
-                )
-                return
-        assert begin_raw is not None and end_raw is not None
-        if int(begin_raw) < self.resend_floor:
+        # Both present, integers, BeginSeqNo >= 1 and EndSeqNo >= 0: the session dictionary.
+        begin = int(msg.get(T.BEGIN_SEQ_NO) or b"1")
+        end = int(msg.get(T.END_SEQ_NO) or b"0")
+        if begin < self.resend_floor:
             self._send_reject(now, msg, SessionRejectReason.VALUE_INCORRECT,
-                              f"BeginSeqNo {int(begin_raw)} is older than the retention period",
+                              f"BeginSeqNo {begin} is older than the retention period",
                               ref_tag=T.BEGIN_SEQ_NO)
             return
-        self._serve_resend(int(begin_raw), int(end_raw), now)
+        self._serve_resend(begin, end, now)
 
     def _serve_resend(self, begin: int, end: int, now: float) -> None:
         store = self._store_()
@@ -1026,16 +1062,8 @@ class FixConnection:
             self._send_reject(now, msg, SessionRejectReason.INVALID_MSG_TYPE,
                               "SequenceReset is not supported on this session", ref_tag=T.MSG_TYPE)
             return
-        raw = msg.get(T.NEW_SEQ_NO)
-        if raw is None or not raw.isdigit():
-            self._send_reject(
-                now, msg,
-                SessionRejectReason.REQUIRED_TAG_MISSING if raw is None
-                else SessionRejectReason.INCORRECT_DATA_FORMAT,
-                f"NewSeqNo(36) {'missing' if raw is None else 'not a number'}", ref_tag=T.NEW_SEQ_NO,
-            )
-            return
-        new_seq = int(raw)
+        # Present, an integer, at least 1: the session dictionary.
+        new_seq = int(msg.get(T.NEW_SEQ_NO) or b"1")
         store = self._store_()
         expected = store.next_target_seq
         if new_seq < expected:
@@ -1252,9 +1280,12 @@ def _reject_received(msg: FixMessage) -> RejectReceived:
 #: Logon with ResetSeqNumFlag=Y (one set test on the common path instead of two compares).
 _SEQUENCE_EXEMPT = frozenset({MsgType.SEQUENCE_RESET, MsgType.LOGON})
 
+#: Session MsgTypes still acted on after a dictionary Reject (see _session_message_ok).
+_HEARD_WHEN_MALFORMED = frozenset({MsgType.LOGOUT, MsgType.REJECT})
+
 #: Session MsgTypes with no repeating group, where a repeated tag is an error (373=13). Logon
 #: may carry NoMsgTypes(384), Logout must end the session whatever it holds, and a Reject is
-#: never rejected (that could loop).
+#: left to the session dictionary's rules, which never reject a Reject of our Reject.
 _GROUPLESS_ADMIN = frozenset({
     MsgType.HEARTBEAT, MsgType.TEST_REQUEST, MsgType.RESEND_REQUEST, MsgType.SEQUENCE_RESET,
 })

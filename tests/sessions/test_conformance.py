@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import attrs
 import pytest
 
-from sessions.codec import encode_message, encode_pairs
+from sessions.codec import checksum, encode_message, encode_pairs
 from sessions.connection import FixConnection, State
 from sessions.events import (
     ApplicationMessage,
@@ -234,6 +234,9 @@ def test_1s_logon_answer_with_wrong_comp_id_is_rejected_and_logged_out() -> None
 # 1S with a too-high answer: test_connection.test_logon_ack_with_higher_seq_triggers_resend_on_rt;
 # 1S with a too-low answer: test_connection.test_logon_answer_with_too_low_seq_never_logs_on;
 # 1S first message not a Logon: test_connection.test_non_logon_first_message_is_a_violation.
+
+LOGON_BODY = [(98, b"0"), (108, b"30"), (1137, b"9")]
+RESET_LOGON_BODY = [(98, b"0"), (108, b"30"), (141, b"Y"), (1137, b"9")]
 
 
 def test_1b_valid_logon_is_answered_with_a_fixt_logon() -> None:
@@ -716,8 +719,11 @@ def test_rejected_resend_request_without_ref_seq_num_is_known_by_ref_msg_type(
     s.conn.receive_data(s.peer(b"8", 4, [(17, b"e4")]), T0)
     s.out()
     events = s.conn.receive_data(s.peer(b"3", 5, [(372, b"2"), (58, b"no")]), T0)
-    assert kinds(events) == [RejectReceived, SequenceGap, ApplicationMessage]
-    assert events[1] == SequenceGap(2, 4, resend_rejected=True)
+    # RefSeqNum(45) is required on a Reject: the peer hears of it (373=1), and the Reject is
+    # acted on all the same, or the gap it refuses to fill would stall for ever.
+    assert s.out() == reject(s, 3, 5, b"3", 1, "Required tag missing: RefSeqNum(45)", 45)
+    assert kinds(events) == [RejectSent, RejectReceived, SequenceGap, ApplicationMessage]
+    assert events[2] == SequenceGap(2, 4, resend_rejected=True)
     assert s.conn.next_target_seq == 6
 
 
@@ -829,13 +835,13 @@ def test_14a_undefined_tag_reject_written_for_the_application(s: Session) -> Non
 
 def test_14b_required_tag_missing_in_resend_request_rejects_373_1(s: Session) -> None:
     events = s.conn.receive_data(s.peer(b"2", 2, [(7, b"1")]), T0)
-    assert s.out() == reject(s, 2, 2, b"2", 1, "EndSeqNo(16) missing", 16)
+    assert s.out() == reject(s, 2, 2, b"2", 1, "Required tag missing: EndSeqNo(16)", 16)
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
 
 
 def test_14b_required_tag_missing_in_sequence_reset_rejects_373_1(s: Session) -> None:
     events = s.conn.receive_data(s.peer(b"4", 2, [(123, b"Y")]), T0)
-    assert s.out() == reject(s, 2, 2, b"4", 1, "NewSeqNo(36) missing", 36)
+    assert s.out() == reject(s, 2, 2, b"4", 1, "Required tag missing: NewSeqNo(36)", 36)
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
 
 
@@ -869,13 +875,17 @@ def test_14e_poss_dup_flag_n_is_an_ordinary_message(s: Session) -> None:
 
 def test_14f_wrong_data_format_in_resend_request_rejects_373_6(s: Session) -> None:
     events = s.conn.receive_data(s.peer(b"2", 2, [(7, b"two"), (16, b"0")]), T0)
-    assert s.out() == reject(s, 2, 2, b"2", 6, "BeginSeqNo(7) not a number", 7)
+    assert s.out() == reject(
+        s, 2, 2, b"2", 6, "Incorrect data format for value: BeginSeqNo(7)=two", 7
+    )
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
 
 
 def test_14f_wrong_data_format_in_new_seq_no_rejects_373_6(s: Session) -> None:
     events = s.conn.receive_data(s.peer(b"4", 2, [(123, b"Y"), (36, b"1e3")]), T0)
-    assert s.out() == reject(s, 2, 2, b"4", 6, "NewSeqNo(36) not a number", 36)
+    assert s.out() == reject(
+        s, 2, 2, b"4", 6, "Incorrect data format for value: NewSeqNo(36)=1e3", 36
+    )
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
 
 
@@ -890,6 +900,194 @@ def test_14h_tag_repeated_in_a_session_message_rejects_373_13(s: Session) -> Non
     events = s.conn.receive_data(s.peer(b"1", 2, [(112, b"a"), (112, b"b")]), T0)
     assert s.out() == reject(s, 2, 2, b"1", 13, "Tag appears more than once: 112", 112)
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
+
+
+# ---------------------------------------------------- 14: the session dictionary (dictionary.py)
+def raw_message(pairs: Pairs) -> bytes:
+    """Wire bytes built by hand, for fields the encoder refuses to write (tag 0)."""
+    body = b"".join(b"%d=%s\x01" % (tag, value) for tag, value in pairs)
+    head = b"8=FIXT.1.1\x019=%d\x01" % len(body) + body
+    return head + b"10=%03d\x01" % checksum(head)
+
+
+def test_14a_tag_number_0_in_a_session_message_rejects_373_0(s: Session) -> None:
+    header = [(35, b"0"), (49, s.them), (56, s.us), (34, b"2"), (52, utc_timestamp(T0))]
+    events = s.conn.receive_data(raw_message([*header, (0, b"x")]), T0)
+    assert s.out() == reject(s, 2, 2, b"0", 0, "Invalid tag number: 0", 0)
+    assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
+
+
+def test_14c_tag_not_defined_for_a_session_message_rejects_373_2_and_goes_no_further(
+    s: Session,
+) -> None:
+    # The TestRequest is counted but not answered with a Heartbeat.
+    events = s.conn.receive_data(s.peer(b"1", 2, [(112, b"t"), (55, b"X")]), T0)
+    assert s.out() == reject(s, 2, 2, b"1", 2, "Tag not defined for this message type: 55", 55)
+    assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 3
+
+
+def test_14c_user_defined_tags_are_tolerated_on_session_messages(s: Session) -> None:
+    body = [(112, b"t"), (5001, b"x"), (21011, b"Y")]
+    events = s.conn.receive_data(s.peer(b"1", 2, body), T0)
+    assert s.out() == s.ours(b"0", 2, [(112, b"t")])
+    assert events == [] and s.conn.next_target_seq == 3
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "body", "reason", "tag", "text"),
+    [
+        (b"0", [(97, b"maybe")], 6, 97, "Incorrect data format for value: PossResend(97)=maybe"),
+        (b"0", [(97, b"X")], 5, 97,
+         "Value is incorrect (out of range) for this tag: PossResend(97)=X"),
+        (b"2", [(7, b"1"), (16, b"-1")], 5, 16,
+         "Value is incorrect (out of range) for this tag: EndSeqNo(16)=-1"),
+        (b"2", [(7, b"0"), (16, b"0")], 5, 7,
+         "Value is incorrect (out of range) for this tag: BeginSeqNo(7)=0"),
+        (b"2", [(7, b"1"), (16, b"x")], 6, 16, "Incorrect data format for value: EndSeqNo(16)=x"),
+        (b"4", [(123, b"Y"), (36, b"+5")], 6, 36,
+         "Incorrect data format for value: NewSeqNo(36)=+5"),
+        (b"3", [(45, b"1"), (373, b"bad")], 6, 373,
+         "Incorrect data format for value: SessionRejectReason(373)=bad"),
+    ],
+)
+def test_14e_14f_session_field_value_rejects_and_counts(
+    s: Session, msg_type: bytes, body: Pairs, reason: int, tag: int, text: str
+) -> None:
+    events = s.conn.receive_data(s.peer(msg_type, 2, body), T0)
+    assert s.out() == reject(s, 2, 2, msg_type, reason, text, tag)
+    assert kinds(events)[0] is RejectSent and s.conn.next_target_seq == 3
+
+
+@pytest.mark.parametrize(
+    ("flag", "reason", "text"),
+    [(b"X", 5, "Value is incorrect (out of range) for this tag: GapFillFlag(123)=X"),
+     (b"YES", 6, "Incorrect data format for value: GapFillFlag(123)=YES")],
+)
+def test_14e_14f_gap_fill_flag_neither_y_nor_n_rejects(
+    s: Session, flag: bytes, reason: int, text: str
+) -> None:
+    # Not a GapFill, so read as Reset mode, whose MsgSeqNum counts for nothing.
+    events = s.conn.receive_data(s.peer(b"4", 2, [(123, flag), (36, b"9")]), T0)
+    assert s.out() == reject(s, 2, 2, b"4", reason, text, 123)
+    assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 2
+
+
+def test_14c_malformed_reject_is_rejected_and_still_heard(s: Session) -> None:
+    events = s.conn.receive_data(s.peer(b"3", 2, [(45, b"1"), (11, b"o1")]), T0)
+    assert s.out() == reject(s, 2, 2, b"3", 2, "Tag not defined for this message type: 11", 11)
+    assert kinds(events) == [RejectSent, RejectReceived] and s.conn.next_target_seq == 3
+
+
+def test_14c_malformed_reject_of_our_reject_is_not_rejected_again(s: Session) -> None:
+    body = [(45, b"1"), (372, b"3"), (11, b"o1")]
+    events = s.conn.receive_data(s.peer(b"3", 2, body), T0)
+    assert s.out() == b"", "two engines must not reject each other's Rejects for ever"
+    assert kinds(events) == [RejectReceived] and s.conn.next_target_seq == 3
+
+
+def test_14c_malformed_logout_is_rejected_and_still_honoured(s: Session) -> None:
+    events = s.conn.receive_data(s.peer(b"5", 2, [(11, b"o1")]), T0)
+    assert s.out() == reject(
+        s, 2, 2, b"5", 2, "Tag not defined for this message type: 11", 11
+    ) + logout(s, 3)
+    assert kinds(events) == [RejectSent, SessionEnded] and s.conn.closed
+
+
+def test_14c_malformed_reset_logon_mid_session_logs_out(s: Session) -> None:
+    events = s.conn.receive_data(s.peer(b"A", 1, [*RESET_LOGON_BODY, (11, b"o1")]), T0)
+    assert s.out() == logout(s, 2, "Tag not defined for this message type: 11")
+    assert kinds(events) == [ProtocolViolation, SessionEnded] and s.conn.closed
+
+
+def test_14_application_messages_are_not_checked_against_the_session_dictionary(
+    s: Session,
+) -> None:
+    # Session tags with values a session message could not carry, on an ExecutionReport or a
+    # NewOrderSingle: the application's business, delivered as they are.
+    body = [(17, b"e1"), (7, b"x"), (16, b"-1"), (141, b"maybe"), (108, b"abc")]
+    header = [(35, b"8"), (49, s.them), (56, s.us), (34, b"2"), (52, utc_timestamp(T0))]
+    events = s.conn.receive_data(raw_message([*header, *body, (0, b"z")]), T0)
+    assert kinds(events) == [ApplicationMessage] and s.out() == b""
+
+
+KALSHI_LOGON_BODY = [
+    (98, b"0"), (108, b"30"), (141, b"Y"), (1137, b"9"),
+    (8013, b"N"), (20126, b"N"), (20127, b"N"), (20130, b"g1"), (20200, b"24"), (21003, b"Y"),
+    (21005, b"Y"), (21006, b"N"), (21007, b"Y"), (21008, b"Y"), (21011, b"Y"), (21012, b"Y"),
+    (21026, b"Y"), (21027, b"Y"), (789, b"1"), (383, b"4096"), (464, b"N"), (553, b"u"),
+    (554, b"p"), (58, b"hello"), (95, b"4"), (96, b"c2ln"),
+]
+
+
+def test_1b_logon_with_every_tag_reference_lists_is_handed_to_the_application() -> None:
+    conn = FixConnection(_settings(Role.ACCEPTOR))
+    conn.start(T0)
+    header = [(49, CLIENT), (56, GATEWAY), (34, b"1"), (52, utc_timestamp(T0))]
+    events = conn.receive_data(encode_message(b"A", header, KALSHI_LOGON_BODY), T0)
+    assert kinds(events) == [LogonRequested] and conn.data_to_send() == b""
+
+
+def test_1s_logon_answer_with_every_tag_reference_lists_logs_on() -> None:
+    conn = FixConnection(_settings(Role.INITIATOR), MemoryStore())
+    conn.start(T0)
+    conn.data_to_send()
+    header = [(49, GATEWAY), (56, CLIENT), (34, b"1"), (52, utc_timestamp(T0))]
+    events = conn.receive_data(encode_message(b"A", header, KALSHI_LOGON_BODY), T0)
+    assert events == [LoggedOn(30, True, 2, 2)] and conn.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ([*LOGON_BODY, (11, b"o1")], "Tag not defined for this message type: 11"),
+        ([*LOGON_BODY, (58, b"")], "Tag specified without a value: 58"),
+        ([*LOGON_BODY, (141, b"X")],
+         "Value is incorrect (out of range) for this tag: ResetSeqNumFlag(141)=X"),
+        ([*LOGON_BODY, (789, b"next")],
+         "Incorrect data format for value: NextExpectedMsgSeqNum(789)=next"),
+        ([(98, b"7"), (108, b"30"), (1137, b"9")],
+         "Value is incorrect (out of range) for this tag: EncryptMethod(98)=7"),
+        ([(98, b"0"), (108, b"abc"), (1137, b"9")],
+         "Incorrect data format for value: HeartBtInt(108)=abc"),
+        ([(98, b"0"), (1137, b"9")], "Required tag missing: HeartBtInt(108)"),
+    ],
+)
+def test_1b_logon_failing_the_dictionary_gets_a_logout_and_no_logon(body: Pairs, text: str) -> None:
+    # FIX: an invalid Logon is answered with a Logout saying why, then a disconnect; no Reject.
+    conn = FixConnection(_settings(Role.ACCEPTOR))
+    conn.start(T0)
+    header = [(49, CLIENT), (56, GATEWAY), (34, b"1"), (52, utc_timestamp(T0))]
+    events = conn.receive_data(encode_message(b"A", header, body), T0)
+    assert conn.data_to_send() == logout(Session(conn, GATEWAY, CLIENT), 1, text)
+    assert kinds(events) == [SessionEnded] and conn.closed
+
+
+@pytest.mark.parametrize(
+    ("extra", "text"),
+    [([(108, b"abc")], "Incorrect data format for value: HeartBtInt(108)=abc"),
+     ([(11, b"o1")], "Tag not defined for this message type: 11")],
+)
+def test_1s_logon_answer_failing_the_dictionary_logs_out_and_never_logs_on(
+    extra: Pairs, text: str
+) -> None:
+    conn = FixConnection(_settings(Role.INITIATOR), MemoryStore())
+    conn.start(T0)
+    conn.data_to_send()
+    header = [(49, GATEWAY), (56, CLIENT), (34, b"1"), (52, utc_timestamp(T0))]
+    events = conn.receive_data(encode_message(b"A", header, [(98, b"0"), *extra]), T0)
+    assert conn.data_to_send() == logout(Session(conn, CLIENT, GATEWAY), 2, text)
+    assert kinds(events) == [ProtocolViolation, SessionEnded] and conn.closed
+    assert not events[-1].was_logged_on  # type: ignore[attr-defined]
+
+
+def test_1s_logon_answer_without_the_fields_fix_requires_is_tolerated() -> None:
+    # Kalshi's answer is undocumented (REFERENCE §2.3): only the fields present are checked.
+    conn = FixConnection(_settings(Role.INITIATOR), MemoryStore())
+    conn.start(T0)
+    conn.data_to_send()
+    header = [(49, GATEWAY), (56, CLIENT), (34, b"1"), (52, utc_timestamp(T0))]
+    events = conn.receive_data(encode_message(b"A", header, [(141, b"Y")]), T0)
+    assert events == [LoggedOn(30, True, 2, 2)]
 
 
 # 14i (NumInGroup count mismatch, 373=16) does not apply to the core: no session message it
