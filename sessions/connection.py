@@ -958,6 +958,15 @@ class FixConnection:
         # Both present, integers, BeginSeqNo >= 1 and EndSeqNo >= 0: the session dictionary.
         begin = int(msg.get(T.BEGIN_SEQ_NO) or b"1")
         end = int(msg.get(T.END_SEQ_NO) or b"0")
+        if end != 0 and begin > end:
+            # FIX: an empty range is a value out of range for EndSeqNo, answered with a Reject
+            # alone (not with an empty resend).
+            self._send_reject(
+                now, msg, SessionRejectReason.VALUE_INCORRECT,
+                f"Value is incorrect (out of range) for this tag: EndSeqNo(16)={end} is below "
+                f"BeginSeqNo(7)={begin}", ref_tag=T.END_SEQ_NO,
+            )
+            return
         if begin < self.resend_floor:
             self._send_reject(now, msg, SessionRejectReason.VALUE_INCORRECT,
                               f"BeginSeqNo {begin} is older than the retention period",

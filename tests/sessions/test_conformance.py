@@ -584,6 +584,18 @@ def test_8_resend_request_end_beyond_last_sent_is_served_through_last(s: Session
     )
 
 
+def test_8_resend_request_with_begin_above_end_rejects_373_5_naming_end_seq_no(
+    s: Session,
+) -> None:
+    _history(s)
+    at = T0 + 50
+    events = s.conn.receive_data(s.peer(b"2", 3, [(7, b"5"), (16, b"3")], at=at), at)
+    text = "Value is incorrect (out of range) for this tag: EndSeqNo(16)=3 is below BeginSeqNo(7)=5"
+    assert s.out() == reject(s, 7, 3, b"2", 5, text, 16, at=at), "a Reject and nothing else"
+    assert kinds(events) == [RejectSent]
+    assert (s.conn.next_sender_seq, s.conn.next_target_seq) == (8, 4)
+
+
 def test_8_resend_request_of_admin_messages_only_is_one_gap_fill(s: Session) -> None:
     # Our Logon (1) and nothing else: a single SequenceReset-GapFill to 2, never the Logon.
     events = s.conn.receive_data(s.peer(b"2", 2, [(7, b"1"), (16, b"0")]), T0)
