@@ -826,7 +826,42 @@ class FixConnection:
         hb = f.get(T.HEART_BT_INT)
         if hb is not None and int(hb) > 0:
             self.heartbeat_interval = int(hb)
+        if f.get(T.RESET_SEQ_NUM_FLAG) == b"Y" and not self._reset_requested:
+            self._on_unrequested_reset_answer(msg, seq, now)
+            return
         self._become_active(msg, seq, now)
+
+    def _on_unrequested_reset_answer(self, msg: FixMessage, seq: int, now: float) -> None:
+        """The acceptor answered our Logon (sent without ResetSeqNumFlag) with 141=Y.
+
+        FIX defines 141=Y on a Logon as "both sides restart at 1", acknowledged by a Logon that
+        also carries 141=Y, and has no separate rule for one that comes as the answer. A
+        disconnect would only bring the next Logon to the same answer, so it is taken as the
+        acceptor's reset, the way the standard treats a reset Logon: its MsgSeqNum must be 1,
+        both our numbers restart at 1, and, unless our own Logon already was number 1, we
+        acknowledge with a reset Logon (34=1, 141=Y) so that the acceptor knows where our
+        numbering stands (the Logon we sent under the old count is void). The acceptor's answer
+        to that acknowledgement is not answered again (as after a mid-session reset).
+        """
+        if seq != 1:
+            self._fatal(now, f"Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got {seq}")
+            return
+        store = self._store_()
+        moved = (store.next_sender_seq, store.next_target_seq) != (2, 1)
+        if store.next_sender_seq == 2:
+            # Our Logon was number 1: the acceptor's count of our messages is already right.
+            store.set_next_target_seq(1)
+            self._reset_requested = True
+        else:
+            self._send_logon(now, reset=True)  # resets the store, signs as any Logon of ours
+            self._reset_answer_pending = True
+        self._become_active(msg, seq, now)
+        if moved and self.state is State.ACTIVE:
+            # Whatever was missing under the old numbering can no longer be asked for.
+            store = self._store_()
+            self._events.append(
+                SequenceNumbersReset(store.next_sender_seq, store.next_target_seq)
+            )
 
     def _on_logon_request(self, msg: FixMessage, seq: int, now: float) -> None:
         """Acceptor: basic checks, then hand the decision to the application."""

@@ -126,9 +126,10 @@ class ResendServed(Event):
 
 @attrs.frozen
 class SequenceNumbersReset(Event):
-    """The peer sent a Logon with ResetSeqNumFlag=Y on a logged-on session: both sequence
-    numbers restarted at 1 and we answered with our own reset Logon. Messages numbered under the
-    old count that never arrived are not recoverable through resend any more."""
+    """The peer sent a Logon with ResetSeqNumFlag=Y on a logged-on session, or (initiator) answered
+    our Logon with 141=Y we had not asked for: both sequence numbers restarted at 1 and we
+    answered with our own reset Logon where the peer needed one. Messages numbered under the old
+    count that never arrived are not recoverable through resend any more."""
 
     next_sender_seq: int
     next_target_seq: int

@@ -239,6 +239,68 @@ LOGON_BODY = [(98, b"0"), (108, b"30"), (1137, b"9")]
 RESET_LOGON_BODY = [(98, b"0"), (108, b"30"), (141, b"Y"), (1137, b"9")]
 
 
+def continuing_initiator(sender: int, target: int) -> tuple[Session, bytes]:
+    """An initiator that logs on without a reset from stored numbers, and its Logon."""
+    store = MemoryStore()
+    store.set_next_sender_seq(sender)
+    store.set_next_target_seq(target)
+    conn = FixConnection(_settings(Role.INITIATOR, reset_seq_num_on_logon=False), store)
+    conn.start(T0)
+    s = Session(conn, CLIENT, GATEWAY)
+    logon = s.out()
+    assert logon == s.ours(b"A", sender, LOGON_BODY)
+    return s, logon
+
+
+def test_1s_unrequested_reset_in_the_logon_answer_is_acknowledged_and_taken() -> None:
+    # We logged on as MsgSeqNum 5 without 141; the acceptor answers 34=1 141=Y: it restarted
+    # both numbers. We follow, acknowledge with our own reset Logon (34=1) so that the acceptor
+    # knows where our numbering stands, and are logged on at (2, 2).
+    s, _ = continuing_initiator(5, 7)
+    events = s.conn.receive_data(gateway_logon(), T0)
+    assert s.out() == s.ours(b"A", 1, RESET_LOGON_BODY)
+    assert events == [LoggedOn(30, True, 2, 2), SequenceNumbersReset(2, 2)]
+    assert s.conn.state is State.ACTIVE
+    # The acceptor's answer to the acknowledgement ends the exchange: it is not answered again.
+    assert s.conn.receive_data(gateway_logon(), T0) == [SequenceNumbersReset(2, 2)]
+    assert s.out() == b""
+    (ev,) = s.conn.receive_data(s.peer(b"8", 2, [(17, b"e1")]), T0)
+    assert isinstance(ev, ApplicationMessage) and ev.seq_num == 2
+
+
+def test_1s_unrequested_reset_answer_to_our_logon_numbered_1_needs_no_acknowledgement() -> None:
+    s, _ = continuing_initiator(1, 1)
+    assert s.conn.receive_data(gateway_logon(), T0) == [LoggedOn(30, True, 2, 2)]
+    assert s.out() == b"" and s.conn.state is State.ACTIVE
+
+
+def test_1s_unrequested_reset_answer_numbered_above_1_logs_out() -> None:
+    s, _ = continuing_initiator(5, 7)
+    events = s.conn.receive_data(gateway_logon(3), T0)
+    assert s.out() == logout(s, 6, "Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got 3")
+    assert kinds(events) == [ProtocolViolation, SessionEnded] and s.conn.closed
+    assert not events[-1].was_logged_on  # type: ignore[attr-defined]
+
+
+def test_1s_unrequested_reset_acknowledgement_settles_with_an_acceptor_core() -> None:
+    # Our acceptor never answers with an unasked 141=Y, so the answer is played by hand; the
+    # acknowledgement then meets a real acceptor core, which takes it as a reset Logon.
+    client, logon = continuing_initiator(5, 7)
+    gateway = FixConnection(_settings(Role.ACCEPTOR))
+    gateway.start(T0)
+    gateway.receive_data(logon, T0)
+    store = MemoryStore()
+    store.set_next_target_seq(5)
+    gateway.accept_logon(T0, store=store)
+    gateway.data_to_send()  # replaced by the hand-made 141=Y answer below
+    client.conn.receive_data(gateway_logon(), T0)
+    assert gateway.receive_data(client.out(), T0) == [SequenceNumbersReset(2, 2)]
+    assert client.conn.receive_data(gateway.data_to_send(), T0) == [SequenceNumbersReset(2, 2)]
+    assert client.out() == b""
+    assert (client.conn.next_sender_seq, client.conn.next_target_seq) == (2, 2)
+    assert (gateway.next_sender_seq, gateway.next_target_seq) == (2, 2)
+
+
 def test_1b_valid_logon_is_answered_with_a_fixt_logon() -> None:
     conn = FixConnection(_settings(Role.ACCEPTOR))
     conn.start(T0)
