@@ -23,6 +23,7 @@ import pytest
 
 from sessions.codec import checksum, encode_message, encode_pairs
 from sessions.connection import FixConnection, State
+from sessions.dictionary import SESSION_FIELDS, SESSION_MESSAGES
 from sessions.events import (
     ApplicationMessage,
     Event,
@@ -984,6 +985,15 @@ def raw_message(pairs: Pairs) -> bytes:
     return head + b"10=%03d\x01" % checksum(head)
 
 
+def test_session_dictionary_tables_agree() -> None:
+    # A format for a tag no session message may carry, or a required tag outside the allowed
+    # set, would be a typo in the table.
+    allowed = set().union(*(m.allowed for m in SESSION_MESSAGES.values()))
+    assert set(SESSION_FIELDS) <= allowed
+    assert all(m.required <= m.allowed for m in SESSION_MESSAGES.values())
+    assert set(SESSION_MESSAGES) == {b"0", b"1", b"2", b"3", b"4", b"5", b"A"}
+
+
 def test_14a_tag_number_0_in_a_session_message_rejects_373_0(s: Session) -> None:
     header = [(35, b"0"), (49, s.them), (56, s.us), (34, b"2"), (52, utc_timestamp(T0))]
     events = s.conn.receive_data(raw_message([*header, (0, b"x")]), T0)
@@ -1044,6 +1054,22 @@ def test_14e_14f_gap_fill_flag_neither_y_nor_n_rejects(
     events = s.conn.receive_data(s.peer(b"4", 2, [(123, flag), (36, b"9")]), T0)
     assert s.out() == reject(s, 2, 2, b"4", reason, text, 123)
     assert kinds(events) == [RejectSent] and s.conn.next_target_seq == 2
+
+
+def test_14f_malformed_resend_request_ahead_of_a_gap_is_rejected_and_counted_in_turn(
+    s: Session,
+) -> None:
+    # A ResendRequest is handled on arrival even ahead of a gap; rejected, it still holds its
+    # number, which the fill of 2..3 then moves past.
+    events = s.conn.receive_data(s.peer(b"2", 4, [(7, b"1"), (16, b"x")]), T0)
+    text = "Incorrect data format for value: EndSeqNo(16)=x"
+    assert s.out() == reject(s, 2, 4, b"2", 6, text, 16) + s.ours(
+        b"2", 3, [(7, b"2"), (16, b"0")]
+    )
+    assert kinds(events) == [RejectSent, ResendRequestSent]
+    fill = s.peer(b"4", 2, [(123, b"Y"), (36, b"4")], poss_dup=b"Y", orig=utc_timestamp(T0))
+    s.conn.receive_data(fill, T0)
+    assert s.conn.next_target_seq == 5 and not s.conn.resend_in_progress
 
 
 def test_14c_malformed_reject_is_rejected_and_still_heard(s: Session) -> None:
