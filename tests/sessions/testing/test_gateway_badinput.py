@@ -15,6 +15,9 @@ from sessions.testing.client import new_order, next_app
 pytestmark = pytest.mark.kalshi_gateway(tls=False)
 
 
+LOGON_BODY = [(98, b"0"), (108, b"30"), (141, b"Y"), (1137, b"9")]
+
+
 class RawClient:
     """A hand-driven client on a plain TCP connection: bytes out, decoded messages in."""
 
@@ -31,14 +34,19 @@ class RawClient:
         stream = await trio.open_tcp_stream(gw.host, gw.port(endpoint))
         return cls(gw, stream, endpoint, role)
 
-    def message(self, msg_type: bytes, body: list[tuple[int, bytes]], seq: int | None = None) -> bytes:
+    def message(
+        self, msg_type: bytes, body: list[tuple[int, bytes]], seq: int | None = None,
+        *, signer=None,
+    ) -> bytes:
+        """``body`` framed with this client's header; a Logon is signed by ``signer`` (default:
+        the key's own)."""
         seq = self.seq if seq is None else seq
         stamp = utc_timestamp(self.gw.clock())
         header = [(49, self.key.key_id.encode()), (56, self.endpoint.encode()),
                   (34, str(seq).encode()), (52, stamp)]
         if msg_type == b"A":
             pre_hash = b"\x01".join((stamp, b"A", str(seq).encode(), header[0][1], header[1][1]))
-            sig = self.key.signer.sign(pre_hash)
+            sig = (signer or self.key.signer).sign(pre_hash)
             body = [*body, (95, str(len(sig)).encode()), (96, sig)]
         self.seq += 1
         return encode_message(msg_type, header, body)
@@ -47,7 +55,7 @@ class RawClient:
         await self.stream.send_all(data)
 
     async def logon(self) -> FixMessage:
-        await self.send(self.message(b"A", [(98, b"0"), (108, b"30"), (141, b"Y"), (1137, b"9")]))
+        await self.send(self.message(b"A", LOGON_BODY))
         reply = await self.receive()
         assert reply.get(35) == b"A", reply
         return reply
@@ -177,3 +185,52 @@ async def test_seeded_junk_never_hurts_the_gateway(kalshi_gateway, autojump_cloc
         assert (await next_app(bystander, [b"8"])).get(11) == b"after-junk"
     await gw.gateway.wait_idle()
     assert not gw.gateway.internal_errors
+
+
+@pytest.mark.parametrize("problem", ["signature", "undefined tag"])
+async def test_mid_session_reset_logon_is_checked_like_a_first_logon(
+    kalshi_gateway, autojump_clock, problem
+) -> None:
+    """A Logon with 141=Y on a logged-on session goes through the Logon check: refused, it gets
+    exactly what the same Logon gets as a connection's first (REFERENCE §2.2: every Logon is
+    signed), and the connection ends."""
+    gw = kalshi_gateway
+    signer = gw.key("rt").signer if problem == "signature" else None  # another key's private key
+    body = LOGON_BODY + ([(6000, b"x")] if problem == "undefined tag" else [])
+    first = await RawClient.open(gw)
+    await first.send(first.message(b"A", body, signer=signer))
+    refused_first = await first.until_closed()
+    client = await RawClient.open(gw)
+    await client.logon()
+    await client.ping(b"before-reset")
+    client.seq = 1
+    await client.send(client.message(b"A", body, signer=signer))
+    refused_reset = await client.until_closed()
+
+    def shape(msgs: list[FixMessage]) -> list[tuple[bytes | None, ...]]:
+        return [(m.get(35), m.get(58), m.get(373), m.get(371), m.get(45)) for m in msgs]
+
+    assert shape(refused_reset) == shape(refused_first)
+    expected = [b"5"] if problem == "signature" else [b"3", b"5"]
+    assert [m.get(35) for m in refused_reset] == expected
+    if problem == "signature":
+        assert (refused_reset[0].get(58) or b"").startswith(b"Invalid signature")
+    await gw.gateway.wait_idle()
+    assert not gw.gateway.is_connected(client.key.key_id)
+    assert gw.gateway.connections[-1].ended == "local"
+    assert not gw.gateway.internal_errors
+
+
+async def test_mid_session_reset_logon_correctly_signed_restarts_the_numbers(
+    kalshi_gateway, autojump_clock
+) -> None:
+    gw = kalshi_gateway
+    client = await RawClient.open(gw)
+    await client.logon()
+    await client.ping(b"before-reset")
+    client.seq = 1
+    await client.send(client.message(b"A", LOGON_BODY))
+    answer = await client.receive_type(b"A")
+    assert (answer.get(141), answer.get(34)) == (b"Y", b"1")
+    await client.ping(b"after-reset")  # our MsgSeqNum 2 is the one the gateway expects now
+    assert gw.gateway.is_connected(client.key.key_id)
