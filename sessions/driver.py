@@ -45,6 +45,7 @@ from .errors import (
     TransportError,
 )
 from .events import (
+    ApplicationMessage,
     Event,
     LoggedOn,
     LogoutReason,
@@ -511,8 +512,11 @@ class FixSession:
         return result
 
     def _deliver(self, events: list[Event]) -> None:
+        observe = self._observe
         for event in events:
-            self._observe(event)
+            # Most events are application messages, which the driver itself does not look at.
+            if type(event) is not ApplicationMessage:
+                observe(event)
         handler = self._handler
         if handler is None:
             for event in events:
@@ -548,7 +552,8 @@ class FixSession:
         if self._timer_owed:
             self._timer_owed = False
             timer = True
-        data = self._conn.data_to_send()
+        conn = self._conn
+        data = conn.data_to_send()
         if data:
             if self._broken:
                 pass  # nowhere to write it; the session is ending with the transport
@@ -560,14 +565,16 @@ class FixSession:
                     self._out += rest
                 else:
                     data = b""  # all written: the writer has nothing to do
-        if data or self._conn.closed:
+        # Read once: writing (above) never closes the core, and this runs for every message.
+        closed = conn.closed
+        if data or closed:
             self._writer_wake.set()
-        if self._conn.closed and self._send_scope is not None:
-            # A write still blocked when the session ends gets a bounded time to finish.
-            self._send_scope.deadline = min(
-                self._send_scope.deadline, trio.current_time() + _CLOSE_GRACE
-            )
-        if self._conn.closed:
+        if closed:
+            if self._send_scope is not None:
+                # A write still blocked when the session ends gets a bounded time to finish.
+                self._send_scope.deadline = min(
+                    self._send_scope.deadline, trio.current_time() + _CLOSE_GRACE
+                )
             self._timer_wake.set()
         elif timer:
             # Most traffic only pushes the deadlines later (a message received resets the

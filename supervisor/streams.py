@@ -227,7 +227,9 @@ class ExecutionStream(ObserverBase):
         self._prune_every = prune_every
         self._keep_closed_orders = keep_closed_orders
         self._last_prune: float | None = None
-        self._changed = trio.Event()
+        # A parking lot rather than an Event replaced at every change: this runs for every
+        # burst of reports, and a lot with nobody waiting costs nothing to wake.
+        self._changed = trio.lowlevel.ParkingLot()
         self._consumer: ExecutionIterator | None = None
         # Group commit (see the ledger's docstring): once attached, live offers are committed
         # by a task started at the first offer of a burst, which runs when the session's
@@ -427,8 +429,7 @@ class ExecutionStream(ObserverBase):
                 self.ledger.ack(items[-1].delivery_id)
                 for item in items:
                     self.delivered.publish(item)
-        self._changed.set()
-        self._changed = trio.Event()
+        self._changed.unpark_all()
         if self._last_prune is None or now - self._last_prune >= self._prune_every:
             self._last_prune = now
             if self.ledger.acked_through and not self.ledger.holding:
@@ -437,7 +438,7 @@ class ExecutionStream(ObserverBase):
 
     async def wait_changed(self) -> None:
         """Return after the next ingest or release."""
-        await self._changed.wait()
+        await self._changed.park()
 
     # ------------------------------------------------------------------ consuming
 

@@ -75,7 +75,7 @@ from .child import ChildHandle, ChildStatus, Connect, SessionChild
 from .config import MaintenanceSettings, SupervisorConfig, load_supervisor_config
 from .intensity import RestartIntensity
 from .keys import KeyRegistry, ProcessKeyLock, lock_keys
-from .observer import ChildState, SessionHandle, SessionObserver, StatusEvent
+from .observer import ChildState, ObserverBase, SessionHandle, SessionObserver, StatusEvent
 
 __all__ = [
     "ChildStatus",
@@ -186,6 +186,31 @@ def _check_keys(config: Config) -> None:
             )
 
 
+def _message_sink(
+    observer: SessionObserver,
+) -> Callable[[str, Sequence[ApplicationMessage]], None] | None:
+    """How ``observer`` takes a burst of application messages: its ``application_messages``,
+    else its ``application_message`` once per message, else not at all."""
+    kind, own = type(observer), getattr(observer, "__dict__", {})
+    if (
+        getattr(kind, "application_messages", None) is ObserverBase.application_messages
+        and getattr(kind, "application_message", None) is ObserverBase.application_message
+        and "application_messages" not in own and "application_message" not in own
+    ):
+        return None  # ObserverBase's no-ops: nothing to call for every burst
+    batch = getattr(observer, "application_messages", None)
+    if batch is not None:
+        return batch
+    one = getattr(observer, "application_message", None)
+    if one is None:
+        return None
+
+    def each(name: str, events: Sequence[ApplicationMessage]) -> None:
+        for event in events:
+            one(name, event)
+
+    return each
+
 class Supervisor:
     """Runs every configured session as a supervised child (see the module docstring).
 
@@ -212,6 +237,10 @@ class Supervisor:
         sup = self.supervisor_config
         self._order = _start_order(self.config, sup)
         self._observers = list(observers)
+        # (observer, its application-message entry point): built at the first message.
+        self._message_sinks: list[
+            tuple[SessionObserver, Callable[[str, Sequence[ApplicationMessage]], None] | None]
+        ] | None = None
         self._clock_arg = clock
         self.clock: Callable[[], float] = clock if clock is not None else _no_clock_yet
         self.rng = rng if rng is not None else random.Random()
@@ -291,6 +320,7 @@ class Supervisor:
         if self._entered:
             raise RuntimeError("observers are attached on entry; add them before async with")
         self._observers.extend(observers)
+        self._message_sinks = None
 
     def acquire_key_locks(self) -> None:
         """Take the per-host lock of every session's API key now instead of on entry, e.g. to
@@ -372,16 +402,15 @@ class Supervisor:
         """Hand one burst of application messages to every observer in turn (its
         ``application_messages`` if it has one, else ``application_message`` per event); an
         exception fails the supervisor."""
-        for observer in self._observers:
+        sinks = self._message_sinks
+        if sinks is None:
+            # Looked up once, not for every burst: observers are fixed once the tree runs.
+            sinks = self._message_sinks = [(o, _message_sink(o)) for o in self._observers]
+        for observer, sink in sinks:
+            if sink is None:
+                continue
             try:
-                batch = getattr(observer, "application_messages", None)
-                if batch is not None:
-                    batch(name, events)
-                    continue
-                one = getattr(observer, "application_message", None)
-                if one is not None:
-                    for event in events:
-                        one(name, event)
+                sink(name, events)
             except Exception as exc:  # noqa: BLE001 - re-raised from the async with
                 self._observer_failed(observer, "application_messages", exc)
 

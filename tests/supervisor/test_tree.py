@@ -213,8 +213,15 @@ async def test_a_burst_of_messages_reaches_each_observer_whole_and_in_order(
 ) -> None:
     gw = kalshi_gateway
     batches, one_by_one = _Batches(), _OneByOne()
+    # ObserverBase's no-ops are skipped, but a callback set on the instance is still called.
+    quiet, patched = ObserverBase(), ObserverBase()
+    on_instance: list[bytes] = []
+    patched.application_message = (  # type: ignore[method-assign]
+        lambda name, event: on_instance.append(event.message.get(11) or b"")
+    )
     config = build_config(gw, tmp_path, {"orders": ("KalshiNR", "nr")})
-    async with Supervisor(config, observers=[batches, one_by_one], clock=gw.clock) as sup:
+    observers = [batches, quiet, one_by_one, patched]
+    async with Supervisor(config, observers=observers, clock=gw.clock) as sup:
         await sup.wait_started()
         orders = sup.handle("orders")
         for i in range(3):
@@ -222,7 +229,7 @@ async def test_a_burst_of_messages_reaches_each_observer_whole_and_in_order(
         while len(one_by_one.seen) < 6:  # pending + acknowledged for each
             await trio.sleep(0.1)
     flat = [cl for batch in batches.batches for cl in batch]
-    assert flat == one_by_one.seen
+    assert flat == one_by_one.seen == on_instance
     assert sorted(set(flat)) == [b"b0", b"b1", b"b2"] and len(flat) == 6
     assert max(len(b) for b in batches.batches) >= 2  # a report pair arrives as one burst
 
