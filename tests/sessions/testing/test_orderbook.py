@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
+
+import attrs
 
 from sessions.testing.orderbook import (
     BUY,
@@ -95,3 +98,26 @@ def test_formats() -> None:
     assert ceil_cents(Decimal("0.0672")) == Decimal("0.07") and ceil_cents(
         Decimal("0.07")
     ) == Decimal("0.07")
+
+
+def test_fields_without_default_keep_their_order() -> None:
+    # Exchange._new_order passes these by position (keywords cost several times as much on
+    # the order path): reordering them must be a deliberate change there too.
+    required = [f.name for f in attrs.fields(Order) if f.default is attrs.NOTHING]
+    assert required == [
+        "order_id", "account_id", "key_id", "symbol", "exchange_index", "side", "price",
+        "order_qty", "cl_ord_id", "tif", "seq",
+    ]
+
+
+def test_book_order_does_not_depend_on_arrival() -> None:
+    # Orders joining the back of a side take a shortcut past the binary search; the result
+    # must be price-time priority all the same.
+    rng = random.Random(7)
+    orders = [_order(seq, rng.choice([BUY, SELL]), f"0.{rng.randint(1, 9)}0") for seq in range(200)]
+    book = OrderBook()
+    for o in orders:
+        book.add(o)
+    for side, best_first in ((BUY, lambda o: (-o.price, o.seq)), (SELL, lambda o: (o.price, o.seq))):
+        expected = sorted((o for o in orders if o.side == side), key=best_first)
+        assert list(book.iter_side(side)) == expected
