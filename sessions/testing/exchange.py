@@ -56,9 +56,7 @@ from .orderbook import (
     Order,
     OrderBook,
     ceil_cents,
-    fmt_cents,
     fmt_money,
-    fmt_price,
     fmt_qty,
     price_printer,
 )
@@ -309,6 +307,15 @@ class ExecRecord:
     def exec_key(self) -> tuple[int, int]:
         """(clock, event) of the ExecID, for ordering within one exchange index."""
         return _parse_exec_id(self.exec_id)[:2]
+
+
+# Every ExecRecord field, in declaration order, with the value a report that is no Trade has
+# where it has one (see Exchange._record, which copies it and fills in the rest).
+_NO_TRADE_FIELDS: dict[str, Any] = {
+    f.name: None if f.default is attrs.NOTHING else f.default
+    for f in attrs.fields(ExecRecord)
+    if f.init
+}
 
 
 def _new_record(fields: dict[str, Any]) -> ExecRecord:
@@ -1357,40 +1364,31 @@ class Exchange:
             # Typically the New (150=0) right after the order's PENDING (150=A): the same
             # report but for ExecID, ExecType and OrdStatus.
             return _derive(last[1], exec_id, exec_type, ord_status)
-        fields = {
-            "exec_id": exec_id,
-            "exchange_index": order.exchange_index,
-            "account_id": order.account_id,
-            "key_id": order.key_id,
-            "order_id": order.order_id,
-            "cl_ord_id": order.cl_ord_id,
-            "orig_cl_ord_id": orig,
-            "exec_type": exec_type,
-            "ord_status": ord_status,
-            "symbol": order.symbol,
-            "side": order.side,
-            "order_qty": order.order_qty,
-            "cum_qty": order.cum_qty,
-            "leaves_qty": order.leaves_qty,
-            "avg_px": order.avg_px,
-            "price": order.price,
-            "last_qty": None,
-            "last_px": None,
-            "time": self._now,
-            "expire_time": order.expire_time,
-            "rej_reason": None,
-            "text": text,
-            "sub": order.sub,
-            "parties": order.parties,
-            "expiry": expiry,
-            "long_qty": None,
-            "short_qty": None,
-            "trd_match_id": None,
-            "aggressor": None,
-            "fee": None,
-            "balance_change": None,
-            "single_market_return": None,
-        }
+        # A copy of a dict holding every key then a store per order field: a dict display of
+        # all thirty-two keys costs twice as much (it is built key by key, resizing on the way).
+        fields = _NO_TRADE_FIELDS.copy()
+        fields["exec_id"] = exec_id
+        fields["exchange_index"] = order.exchange_index
+        fields["account_id"] = order.account_id
+        fields["key_id"] = order.key_id
+        fields["order_id"] = order.order_id
+        fields["cl_ord_id"] = order.cl_ord_id
+        fields["orig_cl_ord_id"] = orig
+        fields["exec_type"] = exec_type
+        fields["ord_status"] = ord_status
+        fields["symbol"] = order.symbol
+        fields["side"] = order.side
+        fields["order_qty"] = order.order_qty
+        fields["cum_qty"] = order.cum_qty
+        fields["leaves_qty"] = order.leaves_qty
+        fields["avg_px"] = order.avg_px
+        fields["price"] = order.price
+        fields["time"] = self._now
+        fields["expire_time"] = order.expire_time
+        fields["text"] = text
+        fields["sub"] = order.sub
+        fields["parties"] = order.parties
+        fields["expiry"] = expiry
         if fill:
             fields.update(fill)
         return _new_record(fields)
@@ -1526,31 +1524,26 @@ class Exchange:
         rfq_quote: str | None = None,
     ) -> Order:
         self._order_seq += 1
-        return Order(
-            order_id=self._uuid(),
-            account_id=account_id,
-            key_id=key_id,
-            symbol=market.ticker,
-            exchange_index=market.exchange_index,
-            side=side,
-            price=price,
-            order_qty=qty,
-            cl_ord_id=cl_ord_id,
-            chain=[cl_ord_id],
-            tif=tif,
-            seq=self._order_seq,
-            stp=stp,
-            sub=sub,
-            expire_time=expire_time,
-            post_only=post_only,
-            group_id=group_id,
-            cancel_on_pause=cancel_on_pause,
-            parties=parties,
-            emit_new_before_trade=emit_new_before_trade,
-            ioc_cancel_report=ioc_cancel_report,
-            rfq_maker=rfq_maker,
-            rfq_quote=rfq_quote,
+        # The fields without a default by position, in declaration order, the others set after:
+        # a keyword argument costs the call several times what a positional one does, and an
+        # order is made for every NewOrderSingle.
+        order = Order(
+            self._uuid(), account_id, key_id, market.ticker, market.exchange_index, side, price,
+            qty, cl_ord_id, tif, self._order_seq,
         )
+        order.chain.append(cl_ord_id)
+        order.stp = stp
+        order.sub = sub
+        order.expire_time = expire_time
+        order.post_only = post_only
+        order.group_id = group_id
+        order.cancel_on_pause = cancel_on_pause
+        order.parties = parties
+        order.emit_new_before_trade = emit_new_before_trade
+        order.ioc_cancel_report = ioc_cancel_report
+        order.rfq_maker = rfq_maker
+        order.rfq_quote = rfq_quote
+        return order
 
     def _register(self, order: Order) -> None:
         acct = self._accounts[order.account_id]
