@@ -400,10 +400,10 @@ class _WireRecorder(trio.abc.HalfCloseableStream):
     Per message rather than per read or write: how the bytes of two messages written at the
     same instant are split into reads depends on task scheduling, not on the client, and a
     reproducible log must not depend on it (REFERENCE-free choice, documented in the gateway).
+    Only in the stack when the gateway keeps a wire log.
     """
 
-    def __init__(self, inner: trio.abc.Stream, conn: _Conn, log: WireLog | None,
-                 limit: int) -> None:
+    def __init__(self, inner: trio.abc.Stream, conn: _Conn, log: WireLog, limit: int) -> None:
         self.inner = inner
         self._conn = conn
         self._log = log
@@ -411,24 +411,21 @@ class _WireRecorder(trio.abc.HalfCloseableStream):
         self._pending = b""
 
     def _record(self, direction: str, data: bytes) -> None:
-        assert self._log is not None
         self._log.record(
             self._conn.gateway.gateway_time(), self._conn.endpoint, self._conn.connection_id,
             direction, data,
         )
 
     def send_nowait(self, data: bytes) -> int:
-        """Pass-through when no wire log is kept. With one, 0: a write the socket takes only
-        in part would split a message's record, and the log must not depend on that."""
-        if self._log is not None:
-            return 0
-        send = getattr(self.inner, "send_nowait", None)
-        return 0 if send is None else int(send(data))
+        """Always 0 (the driver then writes through :meth:`send_all`): a write the socket
+        takes only in part would split a message's record, and the log must not depend on
+        that."""
+        return 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         data = bytes(data)
         await self.inner.send_all(data)
-        if self._log is not None and data:
+        if data:
             pieces, rest = _split_messages(data)
             for piece in (*pieces, rest) if rest else pieces:
                 self._record("out", piece)
@@ -444,8 +441,6 @@ class _WireRecorder(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         data = bytes(await self.inner.receive_some(max_bytes))
-        if self._log is None:
-            return data
         if not data:
             if self._pending:
                 self._record("in", self._pending)
@@ -914,7 +909,11 @@ class Gateway:
     async def _run_session(self, conn: _Conn, stream: trio.abc.Stream) -> None:
         if type(stream) is trio.SocketStream:
             stream = _SocketBottom(stream)
-        base = _WireRecorder(stream, conn, self.wire_log, self.config.max_message_size)
+        base: trio.abc.Stream = stream
+        if self.wire_log is not None:
+            # Without a wire log the recorder would only pass every read and write through: a
+            # layer (a coroutine per read) less.
+            base = _WireRecorder(stream, conn, self.wire_log, self.config.max_message_size)
         conn.stream = _ConnStream(base, conn)
         settings = acceptor_settings(
             conn.spec,
