@@ -1950,12 +1950,14 @@ class Exchange:
     def _execute_new(
         self, order: Order, market: _Market, max_cost: Decimal | None, out: list[Outbound]
     ) -> None:
-        if order.post_only:
-            other = SELL if order.side == BUY else BUY
-            best = market.book.best(other)
-            if best is not None and order.crosses(best.price):
-                return self._cancel(order, out, text="POST_ONLY_CROSS")
-        got, cost, stp_stop = self._fillable(order, market)
+        best = market.book.best(SELL if order.side == BUY else BUY)
+        crosses = best is not None and order.crosses(best.price)
+        if order.post_only and crosses:
+            return self._cancel(order, out, text="POST_ONLY_CROSS")
+        # Nothing on the other side at a price this order takes (most orders that rest): no
+        # quantity to find and no trade to make, so neither the book walk nor the matching
+        # loop runs.
+        got, cost, stp_stop = self._fillable(order, market) if crosses else (ZERO, ZERO, False)
         if order.tif == "4" or max_cost is not None:
             # MaxExecutionCost makes the order all-or-nothing within the cost, as REST's
             # buy_max_cost does (UNCONFIRMED for FIX); it is refused with the FOK text.
@@ -1969,9 +1971,10 @@ class Exchange:
             and ZERO < got < order.leaves_qty
         ):
             ioc_final = got
-        self._match(order, market, out, ioc_final=ioc_final)
-        if not order.is_open:
-            return
+        if crosses:
+            self._match(order, market, out, ioc_final=ioc_final)
+            if not order.is_open:
+                return
         if order.tif in ("3", "4"):
             # With 21007=Y, or when nothing traded (there is no Trade report to close it).
             return self._cancel(order, out, text="IMMEDIATE_OR_CANCELLED")
