@@ -612,7 +612,7 @@ class FixConnection:
             )
             return
         self._events.append(
-            ApplicationMessage(msg, seq, f.get(T.POSS_DUP_FLAG) == b"Y")
+            ApplicationMessage(msg, seq, f.get(T.POSS_DUP_FLAG) == b"Y", f)
         )
 
     def _session_message_ok(

@@ -91,6 +91,15 @@ class ApplicationMessage(Event):
     message: FixMessage
     seq_num: int
     poss_dup: bool = False
+    #: ``message.first_values()`` as the core read it to check the message (``None`` when the
+    #: event was built by hand): observers read tags from it instead of scanning the message
+    #: again. Shared, so treat it as read-only; see :meth:`field_map`.
+    fields: dict[int, bytes] | None = attrs.field(default=None, eq=False, repr=False)
+
+    def field_map(self) -> dict[int, bytes]:
+        """Tag → value of its first occurrence (what ``message.get`` returns), read once."""
+        f = self.fields
+        return self.message.first_values() if f is None else f
 
 
 @attrs.frozen

@@ -419,9 +419,12 @@ class OrderEntry(ObserverBase):
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
         msg = event.message
-        mt = msg.get(35)
+        # The core's index of the fields: every report passes here, and each msg.get() of a
+        # tag it lacks (58 on an acknowledgement) would scan the whole message.
+        get = event.field_map().get
+        mt = get(35)
         if mt in (b"8", b"9"):
-            if msg.get(58) == _EXCHANGE_UNAVAILABLE:
+            if get(58) == _EXCHANGE_UNAVAILABLE:
                 cl = msg.get_str(11)
                 if cl is not None and cl not in self._amb:
                     # The tracker marked it ambiguous when it applied the report.

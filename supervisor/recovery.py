@@ -434,13 +434,15 @@ class RecoveryObserver(ObserverBase):
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
         msg = event.message
-        mt = msg.get(35)
+        # Read once (by the core), for the count, the marks, the ledger and the tracker.
+        fields = event.field_map()
+        mt = fields.get(35)
         if name == self.drop_copy:
-            self._on_drop_copy(msg, mt)
+            self._on_drop_copy(msg, mt, fields)
             return
         if mt != b"8" or name not in self._gen:
             return
-        exec_id = _real_exec_id(msg)
+        exec_id = _real_exec_id(msg, fields)
         if exec_id is None:
             return
         self._indexes.add(exec_id.index)
@@ -469,11 +471,9 @@ class RecoveryObserver(ObserverBase):
                 batch, source="dropcopy", session=self.drop_copy, fields=fields
             )
 
-    def _on_drop_copy(self, msg: FixMessage, mt: bytes | None) -> None:
+    def _on_drop_copy(self, msg: FixMessage, mt: bytes | None, fields: dict[int, bytes]) -> None:
         rs = self._rs
         if mt == b"8":
-            # Read once here, for the count, the marks, the ledger and the tracker.
-            fields = msg.first_values()
             counted = rs is not None and rs.on_report(msg, fields)
             if counted:
                 e = _real_exec_id(msg, fields)

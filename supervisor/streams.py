@@ -265,25 +265,33 @@ class ExecutionStream(ObserverBase):
         self.ledger.write_behind_at = 8 * LOG_BATCH_ROWS
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
-        reports = self._live_reports(name, (event,))
+        reports, fields = self._live_reports(name, (event,))
         if reports:
-            self.ingest(reports, source="live", session=name)
+            self.ingest(reports, source="live", session=name, fields=fields)
 
     def application_messages(self, name: str, events: Sequence[ApplicationMessage]) -> None:
         """One read's worth: its reports go to the ledger in one offer (one transaction)."""
-        reports = self._live_reports(name, events)
+        reports, fields = self._live_reports(name, events)
         if reports:
             # The burst is whole: commit it now rather than from a task spawned for it.
-            self.ingest(reports, source="live", session=name, defer_commit=False)
+            self.ingest(reports, source="live", session=name, defer_commit=False, fields=fields)
 
     def _live_reports(
         self, name: str, events: Iterable[ApplicationMessage]
-    ) -> list[FixMessage]:
+    ) -> tuple[list[FixMessage], list[dict[int, bytes]]]:
+        """The reports among ``events`` and their field maps (the core's, read once)."""
+        reports: list[FixMessage] = []
+        fields: list[dict[int, bytes]] = []
         handle = self.handles.get(name)
         # Drop-copy replays belong to the reconciliation observer (it counts them per request).
         if handle is not None and handle.config.profile.drop_copy:
-            return []
-        return [e.message for e in events if e.message.get(35) in _REPORT_TYPES]
+            return reports, fields
+        for e in events:
+            f = e.field_map()
+            if f.get(35) in _REPORT_TYPES:
+                reports.append(e.message)
+                fields.append(f)
+        return reports, fields
 
     # ------------------------------------------------------------------ feeding
 
@@ -620,10 +628,9 @@ class SettlementStream(ObserverBase):
         return self.settlements.subscribe(maxlen=maxlen)
 
     def application_message(self, name: str, event: ApplicationMessage) -> None:
-        msg = event.message
-        if msg.get(35) != b"UMS":
+        if event.field_map().get(35) != b"UMS":
             return
-        self.offer(msg, session=name)
+        self.offer(event.message, session=name)
 
     def offer(self, msg: FixMessage, *, session: str | None = None) -> Settlement | None:
         """Take one UMS page; returns the settlement it completed, if any."""
