@@ -92,6 +92,10 @@ class Relay:
     def drop_next(self, direction: str, pred: Callable[[bytes], bool]) -> None:
         self._drops.append((direction, pred))
 
+    def dropped(self, direction: str) -> int:
+        """How many messages ``drop_next`` has swallowed in ``direction`` so far."""
+        return sum(1 for d, _ in self.log if d == direction + "-dropped")
+
     def types(self, direction: str, since: int = 0) -> list[bytes]:
         return [_field(m, 35) or b"" for d, m in self.log[since:] if d == direction]
 
@@ -227,9 +231,11 @@ async def _stop(engine: Any) -> None:
 
 
 async def _until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
+    with trio.move_on_after(timeout):
         while not cond():
             await trio.sleep(0.02)
+        return
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class Acceptor:
@@ -275,7 +281,10 @@ async def quickfix_acceptor(tmp_path: Path, endpoint: str, key_id: str,
             yield Acceptor(endpoint, key_id, app, relay)
             nursery.cancel_scope.cancel()
     finally:
-        await trio.sleep(0.3)  # for QuickFIX to see its connections close
+        # QuickFIX must see its connections close before it stops (see Relay._handle).
+        with trio.move_on_after(5):
+            while any(fix.Session.lookupSession(s).isLoggedOn() for s in engine.getSessions()):
+                await trio.sleep(0.02)
         await _stop(engine)
 
 
@@ -366,19 +375,22 @@ async def test_client_heartbeats_and_test_requests(tmp_path: Path, key: rsa.RSAP
         client = Client(qf, key, key_id, rt=True, heartbeat=2)
         async with client.connect() as session:
             mark = len(qf.relay.log)
-            await trio.sleep(4.5)
-            assert qf.relay.types("c2s", mark).count(b"0") >= 2
-            assert qf.relay.types("s2c", mark).count(b"0") >= 2
+            await _until(lambda: min(qf.relay.types("c2s", mark).count(b"0"),
+                                     qf.relay.types("s2c", mark).count(b"0")) >= 2,
+                         "two heartbeats each way", 10)
             await session.test_request(timeout=3)
             # We fall silent: QuickFIX probes with a TestRequest, which the core still answers.
             mark = len(qf.relay.log)
             session.pause_timers(5.5)
-            await trio.sleep(6)
-            probes = [_field(m, 112) for d, m in qf.relay.log[mark:]
-                      if d == "s2c" and _field(m, 35) == b"1"]
-            answers = [_field(m, 112) for d, m in qf.relay.log[mark:]
-                       if d == "c2s" and _field(m, 35) == b"0"]
-            assert probes and probes[0] in answers, qf.relay.dump()
+
+            def probe_answered() -> bool:
+                probes = [_field(m, 112) for d, m in qf.relay.log[mark:]
+                          if d == "s2c" and _field(m, 35) == b"1"]
+                answers = [_field(m, 112) for d, m in qf.relay.log[mark:]
+                           if d == "c2s" and _field(m, 35) == b"0"]
+                return bool(probes) and probes[0] in answers
+
+            await _until(probe_answered, "QuickFIX's TestRequest answered", 10)
             assert qf.logged_on() and client.conn is not None and client.conn.state is State.ACTIVE
             await client.agree()
             await client.logout(session)
@@ -391,7 +403,7 @@ async def test_client_gap_from_quickfix_is_resent(tmp_path: Path, key: rsa.RSAPr
         async with client.connect() as session:
             qf.relay.drop_next("s2c", lambda m: _field(m, 35) == b"8")
             session.send_app(b"D", _order("c1"))
-            await trio.sleep(0.3)
+            await _until(lambda: qf.relay.dropped("s2c") == 1, "c1's report dropped")
             # QuickFIX skips numbers too: its resend mixes a resent message and a GapFill.
             qf.session.setNextSenderMsgSeqNum(qf.session.getExpectedSenderNum() + 3)
             session.send_app(b"D", _order("c2"))
@@ -409,7 +421,7 @@ async def test_client_gap_to_quickfix_is_resent(tmp_path: Path, key: rsa.RSAPriv
         async with client.connect() as session:
             qf.relay.drop_next("c2s", lambda m: _field(m, 35) == b"D")
             session.send_app(b"D", _order("c1"))
-            await trio.sleep(0.3)
+            await _until(lambda: qf.relay.dropped("c2s") == 1, "c1 dropped")
             client.store.set_next_sender_seq(client.store.next_sender_seq + 3)
             session.send_app(b"D", _order("c2"))
             await _until(lambda: len(qf.app.clordids()) == 2, "both orders at QuickFIX")
@@ -565,7 +577,10 @@ async def test_quickfix_initiator_against_gateway(
             if endpoint == "KalshiRT":
                 relay.drop_next("s2c", lambda m: _field(m, 35) == b"8")
             order("o1", 41)  # rests: PendingNew and New
-            await trio.sleep(0.5)
+            if endpoint == "KalshiRT":
+                await _until(lambda: relay.dropped("s2c") == 1, "o1's first report dropped")
+            else:
+                await _until(lambda: app.clordids() == ["o1", "o1"], "o1's two reports")
             order("o2", 42)
             # Two reports per resting order (PendingNew, New); on RT o1's come back by resend.
             await _until(lambda: app.clordids() == ["o1", "o1", "o2", "o2"], "four reports")
