@@ -465,15 +465,13 @@ class FixConnection:
             if msg_type == MsgType.SEQUENCE_RESET:
                 if fields.get(T.GAP_FILL_FLAG) != b"Y":
                     # Reset mode ignores MsgSeqNum by definition.
-                    f = self._header_ok(msg, msg_type, seq, now, count=False)
-                    if f is not None and self._session_message_ok(msg, msg_type, f, now):
+                    if self._out_of_turn_ok(msg, msg_type, seq, now):
                         self._on_sequence_reset(msg, seq, now, gap_fill=False)
                     return
             elif fields.get(T.RESET_SEQ_NUM_FLAG) == b"Y":
                 # FIX: a Logon with ResetSeqNumFlag=Y during a session restarts both numbers at
                 # 1; its own MsgSeqNum is 1, so it must not meet the "too low" rule first.
-                f = self._header_ok(msg, msg_type, seq, now, count=False)
-                if f is not None and self._session_message_ok(msg, msg_type, f, now):
+                if self._out_of_turn_ok(msg, msg_type, seq, now):
                     self._on_reset_logon(msg, seq, now)
                 return
         expected = self._store_().next_target_seq
@@ -490,8 +488,7 @@ class FixConnection:
     ) -> None:
         if msg_type == MsgType.LOGOUT:
             # A Logout is honoured even across a gap: nothing would be gained by resending.
-            f = self._header_ok(msg, msg_type, seq, now, count=False)
-            if f is not None and self._session_message_ok(msg, msg_type, f, now):
+            if self._out_of_turn_ok(msg, msg_type, seq, now):
                 self._on_logout(msg, seq, now)
             return
         if not self.settings.retransmission:
@@ -614,6 +611,12 @@ class FixConnection:
         self._events.append(
             ApplicationMessage(msg, seq, f.get(T.POSS_DUP_FLAG) == b"Y", f)
         )
+
+    def _out_of_turn_ok(self, msg: FixMessage, msg_type: bytes, seq: int, now: float) -> bool:
+        """The header and session-dictionary checks of a session message acted on outside the
+        sequence rules (its number is not counted here); False once it was answered."""
+        f = self._header_ok(msg, msg_type, seq, now, count=False)
+        return f is not None and self._session_message_ok(msg, msg_type, f, now)
 
     def _session_message_ok(
         self, msg: FixMessage, msg_type: bytes, f: dict[int, bytes], now: float
