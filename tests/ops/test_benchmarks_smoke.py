@@ -46,7 +46,7 @@ def test_the_benchmarks_are_registered_roundtrip_before_floor() -> None:
     assert listed.index("roundtrip") < listed.index("floor")
 
 
-def test_roundtrip_reports_the_stack_and_its_ratios_and_floor_prints_the_same_run(
+def test_roundtrip_reports_the_stack_the_core_and_their_ratios_and_floor_prints_the_same_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(floor, "last_result", None)
@@ -58,7 +58,20 @@ def test_roundtrip_reports_the_stack_and_its_ratios_and_floor_prints_the_same_ru
         "roundtrip_vs_floor_p50": "x",
         "orders_vs_floor": "x",
         "roundtrip_client_cpu_us": "us/order",
+        "core_roundtrip_p50_us": "us",
+        "core_vs_floor_p50": "x",
+        "core_orders_per_s": "orders/s",
+        "core_orders_vs_floor": "x",
     })
+    # The core-only link's figures come after the stack's, which keep their order.
+    core_names = [
+        "core_roundtrip_p50_us", "core_vs_floor_p50", "core_orders_per_s", "core_orders_vs_floor",
+    ]
+    assert list(got)[-4:] == core_names
+    assert list(got)[:5] == [
+        "roundtrip_p50_us", "roundtrip_p99_us", "orders_per_s", "roundtrip_vs_floor_p50",
+        "orders_vs_floor",
+    ]
     assert got["roundtrip_p99_us"][0] >= got["roundtrip_p50_us"][0]
     same_run = floor.last_result
     assert same_run is not None
@@ -72,6 +85,13 @@ def test_roundtrip_reports_the_stack_and_its_ratios_and_floor_prints_the_same_ru
     ratio = got["roundtrip_vs_floor_p50"][0]
     expected = got["roundtrip_p50_us"][0] / floor_figures["floor_p50_us"][0]
     assert ratio == pytest.approx(expected, rel=0.02)
+    # The core-only link is measured against the same floor measurement.
+    core_ratio = got["core_vs_floor_p50"][0]
+    expected = got["core_roundtrip_p50_us"][0] / floor_figures["floor_p50_us"][0]
+    assert core_ratio == pytest.approx(expected, rel=0.02)
+    core_rate_ratio = got["core_orders_vs_floor"][0]
+    expected = got["core_orders_per_s"][0] / floor_figures["floor_msgs_per_s"][0]
+    assert core_rate_ratio == pytest.approx(expected, rel=0.02)
 
 
 def test_floor_alone_measures_itself(monkeypatch: pytest.MonkeyPatch) -> None:
