@@ -5,7 +5,8 @@ it are in the :class:`~sessions.store.MessageStore`. Nothing here touches a sock
 clock: the driver feeds ``receive_data(data, now)``, calls ``tick(now)`` at ``next_deadline()``,
 and writes ``data_to_send()`` to the wire. Both roles are served: the initiator (our client) and
 the acceptor (the simulated gateway), which learns its counterparty from the Logon and lets the
-application accept or reject it.
+application accept or reject it (a Logon resetting the numbers of a logged-on session, through
+``SessionSettings.review_reset_logon``).
 
 The rules follow the FIX session layer (FIXT.1.1): MsgSeqNum gaps, PossDup handling,
 ResendRequest/SequenceReset, TestRequest/Heartbeat, Logon/Logout handshakes and session-level
@@ -339,7 +340,7 @@ class FixConnection:
         session-level Reject when ``session_reject_reason`` is given), then close."""
         if self.state is not State.LOGON_RECEIVED or self._pending_logon is None:
             raise LocalProtocolError(f"no Logon is waiting for a decision (state {self.state.value})")
-        self._reject_logon(now, text, session_reject_reason, ref_tag)
+        self._reject_logon(now, self._pending_logon, text, session_reject_reason, ref_tag)
         return self._take_events()
 
     # ------------------------------------------------------------------ public: input
@@ -906,12 +907,12 @@ class FixConnection:
                 tol = self.settings.sending_time_tolerance
                 if tol is not None and abs(sent - now) > tol:
                     self._reject_logon(
-                        now, f"SendingTime accuracy problem: {abs(sent - now):.1f} s off",
+                        now, msg, f"SendingTime accuracy problem: {abs(sent - now):.1f} s off",
                         SessionRejectReason.SENDING_TIME_ACCURACY, T.SENDING_TIME,
                     )
                     return
         if problem is not None:
-            self._reject_logon(now, problem, None, None)
+            self._reject_logon(now, msg, problem, None, None)
             return
         assert sender is not None and target is not None and hb is not None
         self.heartbeat_interval = int(hb)
@@ -926,13 +927,15 @@ class FixConnection:
         )
 
     def _reject_logon(
-        self, now: float, text: str, reject_reason: int | None, ref_tag: int | None
+        self, now: float, logon: FixMessage, text: str, reject_reason: int | None,
+        ref_tag: int | None,
     ) -> None:
-        logon = self._pending_logon
+        """Refuse ``logon`` (the first of the connection or a reset Logon): Reject when there
+        is a reason, Logout with ``text``, close."""
         self._pending_logon = None
         if self._store is None:
             self._store = MemoryStore()
-        if reject_reason is not None and logon is not None:
+        if reject_reason is not None:
             self._send_reject(now, logon, reject_reason, text, ref_tag=ref_tag)
         self._send_logout(now, text)
         self._close("local", text=text)
@@ -1147,7 +1150,20 @@ class FixConnection:
 
     def _on_reset_logon(self, msg: FixMessage, seq: int, now: float) -> None:
         """The peer reset the sequence numbers with a Logon (141=Y) while logged on: FIX has us
-        reset both numbers to 1 and answer with our own Logon carrying 141=Y (MsgSeqNum 1)."""
+        reset both numbers to 1 and answer with our own Logon carrying 141=Y (MsgSeqNum 1).
+        An acceptor first lets ``settings.review_reset_logon`` refuse it."""
+        review = self.settings.review_reset_logon
+        if review is not None and self.settings.role is Role.ACCEPTOR:
+            # A reset Logon is a Logon: the application checks it as it checks a first one (a
+            # gateway verifies its signature again). Asked before anything below changes the
+            # store or the resend state, so a refusal leaves the old numbering whole: the
+            # Reject and Logout go out under it.
+            refusal = review(msg)
+            if refusal is not None:
+                self._reject_logon(
+                    now, msg, refusal.text, refusal.session_reject_reason, refusal.ref_tag
+                )
+                return
         if seq != 1:
             self._fatal(now, f"Logon with ResetSeqNumFlag=Y must have MsgSeqNum 1, got {seq}")
             return

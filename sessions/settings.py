@@ -7,12 +7,36 @@ from collections.abc import Callable
 
 import attrs
 
+from .message import FixMessage
+
 
 class Role(enum.Enum):
     """Which side of the Logon handshake we play."""
 
     INITIATOR = "initiator"  # our client: dials out and sends Logon first
     ACCEPTOR = "acceptor"  # the simulated gateway: answers Logon
+
+
+def _ref_tag_needs_reason(instance: LogonRefusal, attribute: object, value: int | None) -> None:
+    # RefTagID(371) travels only in the session-level Reject, which exists only with a reason.
+    if value is not None and instance.session_reject_reason is None:
+        raise ValueError("a LogonRefusal with a ref_tag needs a session_reject_reason")
+
+
+@attrs.frozen
+class LogonRefusal:
+    """An acceptor application's "no" to a Logon, answered as a refused first Logon is (see
+    :meth:`~sessions.connection.FixConnection.reject_logon`): a session-level Reject (35=3)
+    with ``session_reject_reason`` (373) and ``ref_tag`` (371) when a reason is given, then a
+    Logout whose Text(58) is ``text``, then the end of the connection.
+
+    ``text`` goes on the wire to the peer as it is: name the problem (and a key id if need be),
+    never key material.
+    """
+
+    text: str = attrs.field(validator=attrs.validators.min_len(1))
+    session_reject_reason: int | None = None
+    ref_tag: int | None = attrs.field(default=None, validator=_ref_tag_needs_reason)
 
 
 def _fields(value: object) -> tuple[tuple[int, bytes], ...]:
@@ -43,6 +67,17 @@ class SessionSettings:
     logon_fields: tuple[tuple[int, bytes], ...] = attrs.field(default=(), converter=_fields)
     #: Computes RawData(96) (Base64 text) from the pre-hash; ``None`` sends no signature.
     sign_logon: Callable[[bytes], bytes] | None = attrs.field(default=None, repr=False)
+    #: Acceptor only: reviews a Logon with ResetSeqNumFlag=Y received while the session is
+    #: logged on, which the core otherwise answers by itself (the first Logon of a connection
+    #: goes to the application as :class:`~sessions.events.LogonRequested` instead). Called
+    #: once the core found the message's header and fields well-formed, before the reset
+    #: touches the store. ``None`` accepts: both numbers restart at 1, the core answers with
+    #: its own reset Logon and reports :class:`~sessions.events.SequenceNumbersReset`. A
+    #: :class:`LogonRefusal` ends the session as a refused first Logon does, under the old
+    #: numbers. The initiator never calls it. Must not raise (it runs inside ``receive_data``).
+    review_reset_logon: Callable[[FixMessage], LogonRefusal | None] | None = attrs.field(
+        default=None, repr=False
+    )
     #: CompIDs other than ``target_comp_id`` accepted in the peer's SenderCompID(49).
     #: Kalshi's documentation names both the session name and the literal ``Kalshi``
     #: (REFERENCE §3.1, UNCONFIRMED), so the client accepts either.

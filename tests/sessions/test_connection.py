@@ -6,6 +6,7 @@ wires two cores (initiator and acceptor) back to back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import pytest
@@ -26,13 +27,15 @@ from sessions.events import (
     ResendRequestSent,
     ResendServed,
     SequenceGap,
+    SequenceNumbersReset,
     SequenceResetReceived,
     SessionEnded,
     TestResponse,
 )
 from sessions.message import FixMessage, utc_timestamp
-from sessions.settings import Role, SessionSettings
+from sessions.settings import LogonRefusal, Role, SessionSettings
 from sessions.store import MemoryStore
+from sessions.tags import SessionRejectReason
 
 NOW = 1_790_000_000.0
 KEY = b"3f1c2a9e-0000-4000-8000-000000000001"
@@ -594,6 +597,164 @@ def test_acceptor_waits_for_logon_boundedly() -> None:
     conn = acceptor(logon_timeout=10)
     events = conn.tick(NOW + 10)
     assert isinstance(events[-1], SessionEnded) and conn.closed
+
+
+# --------------------------------------------------------------------------- reset Logon review
+RESET_BODY = [(98, b"0"), (108, b"30"), (141, b"Y"), (1137, b"9")]
+
+
+class Review:
+    """A ``review_reset_logon`` hook that records what it was shown and answers ``answer``."""
+
+    def __init__(self, answer: LogonRefusal | None) -> None:
+        self.answer = answer
+        self.seen: list[FixMessage] = []
+
+    def __call__(self, logon: FixMessage) -> LogonRefusal | None:
+        self.seen.append(logon)
+        return self.answer
+
+
+def active_acceptor(**kw: object) -> tuple[FixConnection, MemoryStore]:
+    """An acceptor logged on with the client, numbers moved off their start: we sent 2
+    messages (next 3), the client 2 (next 3)."""
+    conn = acceptor(**kw)
+    conn.receive_data(client_logon(), NOW)
+    store = MemoryStore()
+    conn.accept_logon(NOW, store=store)
+    conn.send_app(b"8", [(17, b"e1")], NOW)
+    conn.receive_data(wire(b"0", 2, sender=KEY, target=b"KalshiRT"), NOW)
+    sent(conn)
+    assert (store.next_sender_seq, store.next_target_seq) == (3, 3)
+    return conn, store
+
+
+def reset_logon(seq: int = 1, extra: Sequence[tuple[int, bytes]] = ()) -> bytes:
+    return wire(b"A", seq, [*RESET_BODY, *extra], sender=KEY, target=b"KalshiRT")
+
+
+@pytest.mark.parametrize("seq", [1, 4])
+def test_reset_logon_accepted_by_the_review_is_answered_as_without_one(seq: int) -> None:
+    review = Review(None)
+    hooked, hooked_store = active_acceptor(review_reset_logon=review)
+    plain, plain_store = active_acceptor()
+    hooked_events = hooked.receive_data(reset_logon(seq), NOW)
+    plain_events = plain.receive_data(reset_logon(seq), NOW)
+    assert [m.get(34) for m in review.seen] == [str(seq).encode()]
+    assert hooked_events == plain_events
+    assert hooked.data_to_send() == plain.data_to_send()
+    assert hooked.state is plain.state
+    assert (hooked_store.next_sender_seq, hooked_store.next_target_seq) == (
+        plain_store.next_sender_seq, plain_store.next_target_seq
+    )
+    if seq == 1:
+        # The core's own reset went ahead: our 141=Y Logon numbered 1, both counts restarted.
+        assert hooked_events == [SequenceNumbersReset(2, 2)]
+        assert hooked.state is State.ACTIVE
+    else:
+        # The core's MsgSeqNum rule for a reset Logon still applies after an acceptance.
+        assert isinstance(hooked_events[0], ProtocolViolation) and hooked.closed
+
+
+def test_reset_logon_refused_with_a_reason_gets_reject_then_logout_under_the_old_numbers() -> None:
+    refusal = LogonRefusal(
+        "Invalid signature", SessionRejectReason.VALUE_INCORRECT, ref_tag=96
+    )
+    conn, store = active_acceptor(review_reset_logon=Review(refusal))
+    events = conn.receive_data(reset_logon(), NOW)
+    rej, lo = sent(conn)
+    assert types([rej, lo]) == [b"3", b"5"]
+    assert (rej.get(373), rej.get(371), rej.get(45), rej.get(372)) == (b"5", b"96", b"1", b"A")
+    assert rej.get(58) == lo.get(58) == b"Invalid signature"
+    # Nothing was reset: the answers are numbered on from 3 and the reset Logon is not counted.
+    assert (rej.get(34), lo.get(34)) == (b"3", b"4")
+    assert (store.next_sender_seq, store.next_target_seq) == (5, 3)
+    assert [type(e) for e in events] == [RejectSent, SessionEnded]
+    ended = events[-1]
+    assert isinstance(ended, SessionEnded) and ended.initiated_by == "local"
+    assert ended.text == "Invalid signature" and ended.reason is LogoutReason.SIGNATURE
+    assert ended.was_logged_on and conn.closed
+
+
+def test_reset_logon_refused_without_a_reason_gets_a_logout_only() -> None:
+    conn, store = active_acceptor(review_reset_logon=Review(LogonRefusal("exchange closed")))
+    events = conn.receive_data(reset_logon(), NOW)
+    (lo,) = sent(conn)
+    assert (lo.get(35), lo.get(34), lo.get(58)) == (b"5", b"3", b"exchange closed")
+    assert (store.next_sender_seq, store.next_target_seq) == (4, 3)
+    assert [type(e) for e in events] == [SessionEnded] and conn.closed
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        LogonRefusal("Invalid signature"),
+        LogonRefusal("SendingTime accuracy problem", SessionRejectReason.SENDING_TIME_ACCURACY, 52),
+    ],
+)
+def test_refused_reset_logon_is_answered_as_a_refused_first_logon(refusal: LogonRefusal) -> None:
+    first = acceptor()
+    first.receive_data(client_logon(), NOW)
+    first.reject_logon(
+        NOW, refusal.text, session_reject_reason=refusal.session_reject_reason,
+        ref_tag=refusal.ref_tag,
+    )
+    again, _ = active_acceptor(review_reset_logon=Review(refusal))
+    again.receive_data(reset_logon(), NOW)
+
+    def shape(msgs: list[FixMessage]) -> list[tuple[bytes | None, ...]]:
+        return [(m.get(35), m.get(58), m.get(373), m.get(371), m.get(45)) for m in msgs]
+
+    refused_first = shape(sent(first))
+    assert shape(sent(again)) == refused_first
+    assert len(refused_first) == (1 if refusal.session_reject_reason is None else 2)
+
+
+def test_review_is_not_asked_for_a_first_logon() -> None:
+    review = Review(LogonRefusal("never"))
+    conn = acceptor(review_reset_logon=review)
+    (req,) = conn.receive_data(client_logon(), NOW)
+    assert isinstance(req, LogonRequested) and review.seen == []
+    conn.accept_logon(NOW)
+    assert conn.state is State.ACTIVE and review.seen == []
+
+
+def test_review_is_not_asked_for_a_reset_logon_the_core_refuses_itself() -> None:
+    review = Review(None)
+    conn, _ = active_acceptor(review_reset_logon=review)
+    events = conn.receive_data(reset_logon(extra=[(11, b"o1")]), NOW)
+    assert isinstance(events[0], ProtocolViolation) and conn.closed
+    assert review.seen == []
+
+
+def test_initiator_never_asks_the_review() -> None:
+    review = Review(LogonRefusal("never"))
+    conn = logged_on(review_reset_logon=review)
+    events = conn.receive_data(wire(b"A", 1, LOGON_ACK), NOW)
+    assert events == [SequenceNumbersReset(2, 2)] and conn.state is State.ACTIVE
+    (answer,) = sent(conn)
+    assert (answer.get(35), answer.get(34), answer.get(141)) == (b"A", b"1", b"Y")
+    assert review.seen == []
+
+
+def test_refused_reset_logon_keeps_the_signature_and_the_hook_out_of_texts_and_reprs() -> None:
+    signature = b"c2lnbmF0dXJlLW9mLXRoZS1wZWVy"  # what a signed Logon carries in RawData(96)
+    secret = "-----BEGIN PRIVATE KEY-----MIIEvQ"
+
+    def refuse(private_key: str, logon: FixMessage) -> LogonRefusal:
+        return LogonRefusal(f"Invalid signature for key {KEY.decode()}", 5, 96)
+
+    # A hook holding key material, whose own repr shows it.
+    hook = functools.partial(refuse, secret)
+    assert secret in repr(hook)
+    conn, _ = active_acceptor(review_reset_logon=hook)
+    assert secret not in repr(conn.settings)
+    signed = [(95, str(len(signature)).encode()), (96, signature)]
+    events = conn.receive_data(reset_logon(extra=signed), NOW)
+    out = conn.data_to_send()
+    assert b"Invalid signature for key" in out  # the refusal did go out
+    assert signature not in out and secret.encode() not in out
+    assert signature.decode() not in repr(events) and secret not in repr(events)
 
 
 # --------------------------------------------------------------------------- back to back
