@@ -78,14 +78,14 @@ from ..events import (
 )
 from ..maintenance import KALSHI_MAINTENANCE, MaintenanceCalendar, Window
 from ..message import FixMessage
-from ..settings import SessionSettings
+from ..settings import LogonRefusal
 from ..signature import load_public_key
 from ..store import MemoryStore
 from ..tags import SessionRejectReason
 from .endpoints import ENDPOINTS, EndpointSpec, acceptor_settings, endpoint_spec
 from .exchange import Exchange, ExchangeConfig, ExecRecord, LogonFlags, Outbound
 from .faults import Fault, FaultKind, FaultLog, FaultPlan, FaultyStream, WireLog
-from .logon_check import ApiKey, LogonDecision, check_logon
+from .logon_check import ApiKey, check_logon
 from .tls import GatewayTls
 
 __all__ = [
@@ -527,38 +527,6 @@ class _ConnStream(trio.abc.HalfCloseableStream):
         await self.inner.aclose()
 
 
-class _GatewayConnection(FixConnection):
-    """The acceptor's session core, with Kalshi's Logon check on a mid-session reset Logon.
-
-    The core hands the application the first Logon of a connection to decide, but answers a
-    Logon with ResetSeqNumFlag=Y on a logged-on session itself (FIX's sequence reset), so the
-    signature (REFERENCE §2.2) and the other Logon rules of that second Logon were never looked
-    at. Here it goes through ``review`` first — the gateway's check of a first Logon — and a
-    refusal gets what a refused first Logon gets: the Reject when the check names one, the
-    Logout with the check's text, the end of the connection.
-
-    The core offers no public hook for this, so the override reaches into two of its private
-    names (``_on_reset_logon``, ``_reject_logon``); test_gateway_badinput's reset-Logon tests
-    fail if either changes meaning.
-    """
-
-    def __init__(
-        self, settings: SessionSettings, review: Callable[[FixMessage], LogonDecision]
-    ) -> None:
-        super().__init__(settings)
-        self._review = review
-
-    def _on_reset_logon(self, msg: FixMessage, seq: int, now: float) -> None:
-        decision = self._review(msg)
-        if decision.accepted:
-            super()._on_reset_logon(msg, seq, now)
-            return
-        assert decision.text is not None
-        # _reject_logon answers the Logon under review, as for a first Logon.
-        self._pending_logon = msg
-        self._reject_logon(now, decision.text, decision.session_reject_reason, decision.ref_tag)
-
-
 # --------------------------------------------------------------------------- one connection
 class _Conn:
     """Runtime state of one accepted connection."""
@@ -915,14 +883,17 @@ class Gateway:
             # layer (a coroutine per read) less.
             base = _WireRecorder(stream, conn, self.wire_log, self.config.max_message_size)
         conn.stream = _ConnStream(base, conn)
-        settings = acceptor_settings(
-            conn.spec,
-            max_message_size=self.config.max_message_size,
-            logon_timeout=self.config.logon_timeout,
+        settings = attrs.evolve(
+            acceptor_settings(
+                conn.spec,
+                max_message_size=self.config.max_message_size,
+                logon_timeout=self.config.logon_timeout,
+            ),
+            # The core answers a reset Logon on a logged-on session itself; Kalshi checks every
+            # Logon (REFERENCE §2.2: each is signed), so that one goes through the check too.
+            review_reset_logon=functools.partial(self._review_reset_logon, conn),
         )
-        connection = _GatewayConnection(
-            settings, functools.partial(self._review_reset_logon, conn)
-        )
+        connection = FixConnection(settings)
         self._conns[conn.connection_id] = conn
         async with trio.open_nursery() as nursery:
             conn.nursery = nursery
@@ -1020,18 +991,23 @@ class Gateway:
         conn.exchange_connected = True
         session.accept_logon(store=store)
 
-    def _review_reset_logon(self, conn: _Conn, logon: FixMessage) -> LogonDecision:
-        """Kalshi's Logon check for a Logon with ResetSeqNumFlag=Y on ``conn``'s logged-on
-        session (see :class:`_GatewayConnection`). The key is held by this very connection,
-        so it does not count as busy; the core has already checked the CompIDs and SendingTime
-        against the session."""
-        return check_logon(
+    def _review_reset_logon(self, conn: _Conn, logon: FixMessage) -> LogonRefusal | None:
+        """Kalshi's Logon check, the one a first Logon gets (signature, CompIDs, tags,
+        maintenance), for a Logon with ResetSeqNumFlag=Y on ``conn``'s logged-on session; a
+        refusal is answered as the refused first Logon would be. The key is held by this very
+        connection, so it does not count as busy; the core has already checked the CompIDs
+        and SendingTime against the session."""
+        decision = check_logon(
             logon,
             conn.spec,
             self.keys,
             maintenance=self._maintenance,
             busy=lambda key_id: self._live.get(key_id, conn) is not conn,
         )
+        if decision.accepted:
+            return None
+        assert decision.text is not None
+        return LogonRefusal(decision.text, decision.session_reject_reason, decision.ref_tag)
 
     def _store(self, endpoint: str, key_id: str, now: float) -> _GatewayStore:
         store = self._stores.get((endpoint, key_id))
