@@ -106,9 +106,11 @@ identity. Durable against a process crash once the call returns, as the ack file
 report is new is decided without writing: a key the log holds is known; an execution whose
 ExecID is above its index's highest cannot be stored; anything else is one indexed lookup. The
 log's rows are *written behind* into the tables, in one transaction, when it holds 128 of them
-(:meth:`~ExecutionLedger.write_behind`: the executions stream does it after the burst's
-delivery), and at the start of every transaction (hold, release, prune, close, an ack that
-commits a group, an offer joining an open group), and before anything reads the tables (an item
+(:meth:`~ExecutionLedger.write_behind`; the executions stream does it after the burst's
+delivery, in steps of 16 rows with the scheduler in between,
+:meth:`~ExecutionLedger.write_behind_step`: one transaction held open across the steps and
+committed by the last, while new offers keep going to the log), and at the start of every
+transaction (hold, release, prune, close, an ack that commits a group, an offer joining an open group), and before anything reads the tables (an item
 beyond the delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`);
 after that commit the log is emptied. Opening a ledger (and the reload after a failed commit)
 first writes the log's whole records into the tables: a torn last record (a power loss in the
@@ -173,6 +175,7 @@ __all__ = [
     "ExecutionLedger",
     "CHECKPOINT_ROWS",
     "LOG_BATCH_ROWS",
+    "WRITE_BEHIND_STEP_ROWS",
     "LOOKBACK_S",
     "LedgerError",
     "SCHEMA_VERSION",
@@ -217,6 +220,9 @@ _LOG_SUFFIX = "-log"
 #: transaction. Per report, a batch costs about a quarter of what a transaction per live burst
 #: did (~25 vs ~100 us in process); a larger batch saves little more and stalls longer.
 LOG_BATCH_ROWS = 128
+#: Rows (and queue entries) one :meth:`ExecutionLedger.write_behind_step` writes: about 0.1 ms of
+#: the event loop at a time, where a whole batch in one go held it for about 1 ms.
+WRITE_BEHIND_STEP_ROWS = 16
 # Released and staged reports kept in memory for delivery ("Delivery from memory" in the module
 # docstring): the messages as offered, about 4 KB each.
 _MEMORY_ITEMS = 16384
@@ -595,6 +601,13 @@ class ExecutionLedger:
         # True while a write transaction is open: offers in it are not durable yet (group
         # commit, module docstring) and nothing in it is handed out before it commits.
         self._open_tx = False
+        # True while the open transaction is a write-behind in steps (write_behind_step):
+        # it holds only rows durable in the offer log, so it is no group of deferred offers —
+        # offers keep going to the log, and commit() and ack() need not wait for it.
+        self._stepping = False
+        # How many of the log's rows and queue entries the open transaction has inserted.
+        self._tx_log_rows = 0
+        self._tx_log_queue = 0
         # Marks live in memory and are written behind (hold, prune, close; see "Marks" in the
         # module docstring): the exchange indexes whose resume point moved, and the orders
         # whose mark moved since they were last written.
@@ -865,20 +878,36 @@ class ExecutionLedger:
     def _begin(self, what: str) -> sqlite3.Connection:
         """The write transaction: the open group of deferred offers if there is one (the
         caller's work joins it and commits with it), else a new one — which starts by writing
-        the offer log's rows behind, so the caller's statements see every offer."""
+        the offer log's rows behind, so the caller's statements see every offer. A write-behind
+        in steps (:meth:`write_behind_step`) that holds the transaction is finished first and
+        becomes the caller's transaction."""
         conn = self._connection()
-        if not self._open_tx:
-            try:
+        try:
+            if not self._open_tx:
                 conn.execute("BEGIN")
                 self._open_tx = True
-                if self._log_rows or self._log_queue:
-                    conn.executemany(_INSERT, self._log_rows)
-                    conn.executemany(_ENQUEUE, self._log_queue)
-                    self._rows_since_checkpoint += len(self._log_rows)
-            except sqlite3.Error as e:
-                self._abort(conn)
-                raise _translate(e, self._path, what) from e
+                self._tx_log_rows = self._tx_log_queue = 0
+            self._stepping = False
+            self._catch_up(conn)
+        except sqlite3.Error as e:
+            self._abort(conn)
+            raise _translate(e, self._path, what) from e
         return conn
+
+    def _catch_up(self, conn: sqlite3.Connection, limit: int | None = None) -> bool:
+        """Insert the offer log's rows and queue entries the open transaction does not hold
+        yet (at most ``limit`` of each); True when it then holds them all."""
+        rows, queue = self._log_rows, self._log_queue
+        r0, q0 = self._tx_log_rows, self._tx_log_queue
+        r1 = len(rows) if limit is None else min(len(rows), r0 + limit)
+        q1 = len(queue) if limit is None else min(len(queue), q0 + limit)
+        if r1 > r0:
+            conn.executemany(_INSERT, rows[r0:r1] if r0 or r1 < len(rows) else rows)
+            self._rows_since_checkpoint += r1 - r0
+        if q1 > q0:
+            conn.executemany(_ENQUEUE, queue[q0:q1] if q0 or q1 < len(queue) else queue)
+        self._tx_log_rows, self._tx_log_queue = r1, q1
+        return r1 == len(rows) and q1 == len(queue)
 
     def _settle(self) -> None:
         """Write the offer log behind into the tables (one transaction), for a caller about to
@@ -896,6 +925,45 @@ class ExecutionLedger:
         """Write the offer log's rows into the tables now, in one transaction, and empty the
         log (no-op when it is empty). Offers do it themselves at :attr:`write_behind_at`."""
         self._settle()
+
+    def write_behind_step(self, rows: int = WRITE_BEHIND_STEP_ROWS) -> bool:
+        """Write up to ``rows`` more of the offer log's rows (and as many queue entries) into
+        the tables; True once the log is written behind and emptied (or there was nothing to
+        do, or the ledger is closed), False while rows are left for the next step.
+
+        The steps share one transaction, left open between them, and the step that has
+        written the last row commits it: the same single commit as :meth:`write_behind`, but
+        the event loop is held for a step at a time (~0.1 ms at the default) instead of the
+        whole batch (~1 ms for 128 reports; "The offer log" in the module docstring). Offers
+        made between steps still go to the offer log, durable there; the steps write them
+        too before committing. Anything else that needs the tables or a commit (hold, release,
+        prune, an offer that takes a transaction, a read past the delivery memory, close)
+        finishes the write-behind first; :meth:`commit` and :meth:`ack` do not wait for it,
+        since everything it writes is durable in the log already."""
+        if rows < 1:
+            raise LedgerError(f"write_behind_step needs rows >= 1, got {rows!r}")
+        if self._conn is None:
+            return True  # closed: close() wrote everything behind
+        if not (self._log_rows or self._log_queue or self._log_buf):
+            return True
+        if self._open_tx and not self._stepping:
+            self._settle()  # a group of deferred offers holds the transaction: commit it all
+            return True
+        conn = self._conn
+        try:
+            if not self._open_tx:
+                conn.execute("BEGIN")
+                self._open_tx = True
+                self._stepping = True
+                self._tx_log_rows = self._tx_log_queue = 0
+            done = self._catch_up(conn, rows)
+        except sqlite3.Error as e:
+            self._abort(conn)
+            raise _translate(e, self._path, "write-behind") from e
+        if not done:
+            return False
+        self._commit(conn, "write-behind")
+        return True
 
     @property
     def checkpoint_due(self) -> bool:
@@ -947,6 +1015,9 @@ class ExecutionLedger:
 
     def _commit(self, conn: sqlite3.Connection, what: str) -> None:
         try:
+            # The log is emptied below: every one of its rows must be in this commit, also
+            # those a write-behind in steps had not reached yet.
+            self._catch_up(conn)
             # An ack recorded only in the acknowledgement file rides along: the meta row then
             # covers every row a prune in this transaction deletes, and the file's lead stays
             # short.
@@ -958,6 +1029,7 @@ class ExecutionLedger:
             self._abort(conn)
             raise _translate(e, self._path, what) from e
         self._open_tx = False
+        self._stepping = False
         self._acked_stored = acked
         # The transaction began by writing the log's offers behind (_begin): they are in the
         # tables now, and so are those of the deferred records never appended.
@@ -987,7 +1059,7 @@ class ExecutionLedger:
         none). Every method that hands items out commits first, so a caller only needs this
         to bound how long offers stay volatile (the executions stream calls it at the end of
         each burst of events)."""
-        if self._open_tx:
+        if self._open_tx and not self._stepping:
             self._commit(self._connection(), "commit")
         elif self._log_buf:
             self._append_log(bytes(self._log_buf))
@@ -995,7 +1067,7 @@ class ExecutionLedger:
     @property
     def uncommitted(self) -> bool:
         """True while offers stored with ``defer_commit=True`` wait for a commit."""
-        return self._open_tx or bool(self._log_buf)
+        return (self._open_tx and not self._stepping) or bool(self._log_buf)
 
     def _append_log(self, record: bytes) -> None:
         """Make logged offers durable: one append (durable against a process crash once the
@@ -1074,7 +1146,7 @@ class ExecutionLedger:
             return 0
         if (
             self._log_fd is not None and source == "live" and len(offers) <= _LOG_OFFER_MAX
-            and not self._open_tx
+            and (not self._open_tx or self._stepping)
         ):
             return self._offer_logged(offers, source, session, received, defer_commit)
         conn = self._begin("offer")
@@ -1417,7 +1489,7 @@ class ExecutionLedger:
                     memory.pop(d, None)
             else:
                 self._memory = {d: k for d, k in memory.items() if d > n}
-        if self._open_tx:
+        if self._open_tx and not self._stepping:
             # Deferred offers are waiting: one commit makes them and the ack durable
             # (_commit writes the ack into the meta row).
             self._acked = n  # restored by the reload if the commit fails
@@ -1437,6 +1509,12 @@ class ExecutionLedger:
             else:
                 self._acked = n
                 return
+        if self._open_tx:
+            # A write-behind in steps holds the transaction, so the UPDATE below would not be
+            # durable on its own: the ack commits with the rest of the write-behind.
+            self._acked = n  # restored by the reload if the commit fails
+            self._commit(conn, "ack")
+            return
         try:
             # Autocommit: one small transaction, which the next item's delivery must wait for.
             conn.execute("UPDATE meta SET acked_through = ? WHERE id = 1", (n,))

@@ -8,10 +8,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
-from test_ledger_group_commit import fill
+from test_ledger_group_commit import fill, stored_keys
 from test_orders import er
 
 from supervisor import ledger as ledger_module
@@ -246,3 +247,138 @@ def test_a_second_ledger_of_the_account_in_another_process_is_refused_by_the_loc
     # Closed: the lock is released, the next process may open it.
     with open_ledger(tmp_path):
         pass
+
+
+# --------------------------------------------------------------------------- write-behind in steps
+
+
+def _logged(lg: ExecutionLedger, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        lg.offer(fill(f"1;{i}"), source="live", now=T0)
+
+
+def test_a_write_behind_in_steps_commits_once_with_the_last_row(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 1, 40)
+        log = files(tmp_path)["log"]
+        assert lg.write_behind_step(16) is False
+        # Inside the open transaction: written, not committed, and the log still holds them.
+        assert len(table_keys(lg)) == 16 and stored_keys(tmp_path) == []
+        assert lg.log_rows == 40 and log.stat().st_size > 0
+        assert lg.write_behind_step(16) is False
+        assert lg.write_behind_step(16) is True
+        assert stored_keys(tmp_path) == [f"1;{i}" for i in range(1, 41)]
+        assert lg.log_rows == 0 and log.stat().st_size == 0
+        assert lg.write_behind_step(16) is True  # nothing left to do
+
+
+def test_offers_between_steps_go_to_the_log_and_are_written_by_the_last_step(
+    tmp_path: Path,
+) -> None:
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 1, 20)
+        assert lg.write_behind_step(16) is False
+        log = files(tmp_path)["log"]
+        size = log.stat().st_size
+        _logged(lg, 21, 5)  # each one an append to the log, durable at once
+        assert log.stat().st_size > size and not lg.uncommitted
+        assert lg.log_rows == 25
+        assert lg.write_behind_step(16) is True
+        assert stored_keys(tmp_path) == [f"1;{i}" for i in range(1, 26)]
+        assert keys(lg) == [f"1;{i}" for i in range(1, 26)]
+        # A duplicate of a row written in an earlier step is still recognised.
+        assert lg.offer(fill("1;3"), source="live", now=T0) is False
+
+
+def test_commit_and_ack_between_steps_neither_wait_for_nor_cut_short_the_write_behind(
+    tmp_path: Path,
+) -> None:
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 1, 20)
+        assert lg.write_behind_step(8) is False
+        lg.commit()
+        cursor = lg.cursor()
+        assert cursor.next() is not None and cursor.next() is not None  # acks the first
+        assert lg.acked_through == 1
+        # The ack went to the acknowledgement file; the write-behind is where it was.
+        assert files(tmp_path)["ack"].stat().st_size > 0
+        assert stored_keys(tmp_path) == [] and lg.log_rows == 20
+        while not lg.write_behind_step(8):
+            pass
+        assert len(stored_keys(tmp_path)) == 20
+    with open_ledger(tmp_path) as lg:
+        assert lg.acked_through == 1 and len(keys(lg)) == 19
+
+
+def test_a_crash_in_the_middle_of_a_write_behind_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    with open_ledger(live) as lg:
+        _logged(lg, 1, 40)
+        cursor = lg.cursor()
+        assert cursor.next() is not None and cursor.next() is not None  # acks 1;1
+        assert lg.write_behind_step(16) is False
+        assert lg.write_behind_step(16) is False
+        _logged(lg, 41, 3)
+        crashed = crash_copy(live, tmp_path / "crashed")
+    with open_ledger(crashed) as lg:
+        assert lg.acked_through == 1
+        assert keys(lg) == [f"1;{i}" for i in range(2, 44)]
+        assert len(table_keys(lg)) == 43  # the log replayed; the uncommitted steps gone
+        assert lg.offer_many([fill("1;43")], source="dropcopy", now=T0) == 0
+
+
+def test_what_needs_the_tables_finishes_a_write_behind_in_steps(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 1, 30)
+        assert lg.write_behind_step(16) is False
+        lg.hold()
+        assert stored_keys(tmp_path) == [f"1;{i}" for i in range(1, 31)]
+        assert lg.log_rows == 0 and files(tmp_path)["log"].stat().st_size == 0
+        assert lg.write_behind_step(16) is True
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 31, 20)
+        assert lg.write_behind_step(4) is False
+        # A drop-copy offer takes a transaction: it joins the write-behind and finishes it.
+        assert lg.offer(fill("1;60"), source="dropcopy", now=T0) is True
+        assert len(stored_keys(tmp_path)) == 51 and lg.log_rows == 0
+
+
+def test_a_step_with_a_group_of_deferred_offers_open_commits_the_group(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 1, 3)
+        lg.offer_many([fill("2;1", cl="b", order_id="O2")], source="dropcopy", now=T0,
+                      defer_commit=True)
+        assert lg.uncommitted
+        assert lg.write_behind_step(1) is True
+        assert not lg.uncommitted
+        assert len(stored_keys(tmp_path)) == 4
+
+
+def test_a_failed_step_rolls_back_and_reloads_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_ledger(tmp_path) as lg:
+        _logged(lg, 1, 20)
+        assert lg.write_behind_step(8) is False
+        real = ExecutionLedger._catch_up
+
+        def failing(self: ExecutionLedger, conn: sqlite3.Connection, limit: int | None = None
+                    ) -> bool:
+            real(self, conn, limit)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(ExecutionLedger, "_catch_up", failing)
+        with pytest.raises(LedgerError, match="write-behind failed .disk I/O error"):
+            lg.write_behind_step(8)
+        monkeypatch.setattr(ExecutionLedger, "_catch_up", real)
+        # The reload replayed the log into the tables: every offer is there, once.
+        assert len(stored_keys(tmp_path)) == 20 and lg.log_rows == 0
+        assert keys(lg) == [f"1;{i}" for i in range(1, 21)]
+
+
+def test_write_behind_step_refuses_a_step_of_no_rows(tmp_path: Path) -> None:
+    with open_ledger(tmp_path) as lg:
+        with pytest.raises(LedgerError, match="rows >= 1"):
+            lg.write_behind_step(0)

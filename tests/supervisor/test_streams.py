@@ -359,6 +359,43 @@ async def test_attached_stream_writes_the_offer_log_behind_after_the_burst(
     s.ledger.close()
 
 
+async def test_attached_stream_writes_behind_in_steps_letting_other_tasks_run_between(
+    tmp_path: Path,
+) -> None:
+    from supervisor.ledger import LOG_BATCH_ROWS, WRITE_BEHIND_STEP_ROWS
+
+    s = stream(tmp_path)
+    trail: list[str] = []
+    real = s.ledger.write_behind_step
+
+    def step(rows: int = WRITE_BEHIND_STEP_ROWS) -> bool:
+        trail.append("step")
+        return real(rows)
+
+    s.ledger.write_behind_step = step  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        s.attach({}, nursery.start_soon, lambda: T0)
+        burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
+                 for n in range(1, LOG_BATCH_ROWS + 1)]
+        for i in range(0, len(burst), 16):
+            s.application_messages("nr", burst[i : i + 16])
+
+        async def other_task() -> None:
+            while s.ledger.log_rows:
+                trail.append("other")
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(other_task)
+        await trio.testing.wait_all_tasks_blocked()
+        assert s.ledger.log_rows == 0
+        steps = LOG_BATCH_ROWS // WRITE_BEHIND_STEP_ROWS
+        assert trail.count("step") == steps
+        first, last = trail.index("step"), len(trail) - 1 - trail[::-1].index("step")
+        # The other task ran between the steps, not only before or after the batch.
+        assert trail[first:last].count("other") >= steps - 1
+    s.ledger.close()
+
+
 async def test_attached_stream_checkpoints_the_ledger_in_a_worker_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
