@@ -6,7 +6,8 @@ in a separate venv and put its site-packages on the path (README, "Testing")::
     python3 -m venv /tmp/qfvenv && /tmp/qfvenv/bin/pip install quickfix==1.16.0
     PYTHONPATH=/tmp/qfvenv/lib/python3.11/site-packages .venv/bin/python -m pytest tests/interop
 
-Two roles, over loopback TCP through a relay that records every message and can drop one:
+Two roles, over loopback TCP through a relay that records every message and can drop one or
+go silent in one direction:
 
 * our client (``sessions.driver``) against a QuickFIX acceptor;
 * a QuickFIX initiator, signing its Logon in ``toAdmin`` (REFERENCE §2.2), against the simulated
@@ -44,7 +45,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from sessions.connection import FixConnection, State  # noqa: E402
 from sessions.driver import FixSession, open_fix_session  # noqa: E402
-from sessions.events import ApplicationMessage, Event, RejectReceived, SessionEnded  # noqa: E402
+from sessions.events import (  # noqa: E402
+    ApplicationMessage,
+    Event,
+    HeartbeatTimeout,
+    LogoutReason,
+    RejectReceived,
+    SessionEnded,
+)
 from sessions.settings import Role, SessionSettings  # noqa: E402
 from sessions.signature import LogonSigner  # noqa: E402
 from sessions.store import MemoryStore  # noqa: E402
@@ -80,17 +88,31 @@ def _field(msg: bytes, tag: int) -> bytes | None:
 
 
 class Relay:
-    """initiator <-> relay <-> acceptor: keeps (direction, message) in order; ``drop_next``
-    swallows the next message in a direction that matches."""
+    """initiator <-> relay <-> acceptor: keeps (direction, message) in order, and in ``at`` the
+    Trio time each was seen; ``drop_next`` swallows the next message in a direction that
+    matches, ``mute`` every message in a direction from then on (logged as ``DIR-muted``),
+    the TCP connection staying open."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self.log: list[tuple[str, bytes]] = []
+        self.at: list[float] = []
         self._drops: list[tuple[str, Callable[[bytes], bool]]] = []
+        self._muted: set[str] = set()
 
     def drop_next(self, direction: str, pred: Callable[[bytes], bool]) -> None:
         self._drops.append((direction, pred))
+
+    def mute(self, direction: str) -> None:
+        self._muted.add(direction)
+
+    def timed(self) -> list[tuple[float, str, bytes]]:
+        return [(t, d, m) for t, (d, m) in zip(self.at, self.log)]
+
+    def _record(self, direction: str, msg: bytes) -> None:
+        self.log.append((direction, msg))
+        self.at.append(trio.current_time())
 
     def dropped(self, direction: str) -> int:
         """How many messages ``drop_next`` has swallowed in ``direction`` so far."""
@@ -125,12 +147,15 @@ class Relay:
                 while (m := _FRAME.search(buf)) and len(buf) >= m.end() + int(m.group(1)) + 7:
                     end = m.end() + int(m.group(1)) + 7
                     msg, buf = buf[m.start():end], buf[end:]
+                    if direction in self._muted:
+                        self._record(direction + "-muted", msg)
+                        continue
                     drop = next((r for r in self._drops if r[0] == direction and r[1](msg)), None)
                     if drop is not None:
                         self._drops.remove(drop)
-                        self.log.append((direction + "-dropped", msg))
+                        self._record(direction + "-dropped", msg)
                         continue
-                    self.log.append((direction, msg))
+                    self._record(direction, msg)
                     await dst.send_all(msg)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
@@ -394,6 +419,51 @@ async def test_client_heartbeats_and_test_requests(tmp_path: Path, key: rsa.RSAP
             assert qf.logged_on() and client.conn is not None and client.conn.state is State.ACTIVE
             await client.agree()
             await client.logout(session)
+
+
+async def test_client_drops_a_silent_quickfix(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    """QuickFIX stays logged on and keeps sending, the TCP connection stays open, but nothing
+    reaches us: after HeartBtInt plus the grace of silence we probe with a TestRequest, and when
+    no Heartbeat answers it within as long again we log out and drop the connection."""
+    key_id = next(_KEY_IDS)
+    hb = 1  # seconds: HeartBtInt(108) of our Logon, which QuickFIX adopts
+    async with quickfix_acceptor(tmp_path, "KalshiRT", key_id, key) as qf:
+        client = Client(qf, key, key_id, rt=True, heartbeat=hb)
+        relay = qf.relay
+        async with client.connect() as session:
+            mark = len(relay.log)
+            # Traffic flows both ways first, so the silence below is the relay's doing alone.
+            await _until(lambda: b"0" in relay.types("s2c", mark)
+                         and b"0" in relay.types("c2s", mark), "a Heartbeat each way")
+            relay.mute("s2c")
+            await _until(lambda: session.finished, "our side giving up on QuickFIX", 10)
+            ended = session.ended
+            events = list(client.events)
+        wire = relay.timed()
+        last_heard = max(t for t, d, _ in wire if d == "s2c")
+        probes = [(t, m) for t, d, m in wire if d == "c2s" and _field(m, 35) == b"1"]
+        assert len(probes) == 1, relay.dump()
+        probed_at, probe = probes[0]
+        # FIX: a TestRequest only once HeartBtInt plus a reasonable transmission time passed
+        # without a message; same clock (Trio's) for the relay and the session.
+        assert probed_at - last_heard >= hb
+        # QuickFIX did answer the probe; the answer never got through.
+        answer = (b"0", _field(probe, 112))
+        assert any(d == "s2c-muted" and (_field(m, 35), _field(m, 112)) == answer
+                   for _, d, m in wire), relay.dump()
+        # Our last words: a Logout saying why, no earlier than another HeartBtInt after the probe.
+        logout_at, logout = next((t, m) for t, d, m in wire
+                                 if d == "c2s" and _field(m, 35) == b"5")
+        assert logout_at - probed_at >= hb
+        assert b"TestRequest unanswered" in (_field(logout, 58) or b""), relay.dump()
+        assert relay.types("c2s")[-1:] == [b"5"]
+        timeouts = [e for e in events if isinstance(e, HeartbeatTimeout)]
+        assert len(timeouts) == 1 and timeouts[0].silent_for >= 2 * hb
+        assert [e for e in events if isinstance(e, SessionEnded)] == [ended]
+        assert ended is not None and ended.initiated_by == "error" and not ended.clean
+        assert ended.reason is LogoutReason.HEARTBEAT and ended.was_logged_on
+        # Our side closed the connection: QuickFIX sees the session end.
+        await _until(lambda: not qf.logged_on(), "QuickFIX logged off")
 
 
 async def test_client_gap_from_quickfix_is_resent(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
