@@ -13,6 +13,11 @@ go silent in one direction:
 * a QuickFIX initiator, signing its Logon in ``toAdmin`` (REFERENCE §2.2), against the simulated
   gateway (``python -m sessions.testing.cli --plain``).
 
+And both over TLS, without the relay: our client (trusting a ``trustme`` CA) against QuickFIX's
+SSLSocketAcceptor, and QuickFIX's SSLSocketInitiator against the gateway serving TLS. Those need
+bindings built with SSL support; the PyPI build of quickfix 1.16.0 has none (its SSL engines
+raise ``ConfigError("HAVE_SSL not enabled")``), and the TLS tests then skip saying so.
+
 QuickFIX validates with its own FIXT11.xml / FIX50SP2.xml when they are found (next to the
 bindings' install prefix, or in ``$QUICKFIX_SPEC_DIR``); Kalshi's own tags are user-defined
 (5000-9999, 20000+) and are not validated, and standard tags Kalshi adds to messages whose
@@ -28,23 +33,26 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import trio
 
 fix: Any = pytest.importorskip("quickfix")
 
+import trustme  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from sessions.connection import FixConnection, State  # noqa: E402
 from sessions.driver import FixSession, open_fix_session  # noqa: E402
+from sessions.errors import TlsError  # noqa: E402
 from sessions.events import (  # noqa: E402
     ApplicationMessage,
     Event,
@@ -65,6 +73,8 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DI
 # Acceptor.stop() can hang (below): a fresh SenderCompID per test keeps them apart.
 _KEY_IDS = (f"3f1c2a9e-0000-4000-8000-{n:012x}" for n in itertools.count(0xA000))
 _FRAME = re.compile(rb"8=[^\x01]*\x019=(\d+)\x01")
+# Kalshi's gateways speak TLS 1.2 or newer only (REFERENCE §1.5); QuickFIX's SSLProtocol syntax.
+_TLS_12_UP = "-all +TLSv1_2 +TLSv1_3"
 # QuickFIX calls back into these from its threads, possibly after stop(): never freed.
 _KEEP: list[Any] = []
 
@@ -175,6 +185,7 @@ class Recorder(fix.Application):  # type: ignore[misc]
         self.sign, self.verify = sign, verify
         self.lock = threading.Lock()
         self.app_in: list[str] = []
+        self.admin_in: list[str] = []  # MsgTypes: without a relay (TLS) the only wire view
         self.signatures: list[bool] = []
         self.orders = 0
 
@@ -198,6 +209,8 @@ class Recorder(fix.Application):  # type: ignore[misc]
 
     def fromAdmin(self, msg: Any, sid: Any) -> None:
         header = msg.getHeader()
+        with self.lock:
+            self.admin_in.append(header.getField(35))
         if header.getField(35) == "A" and self.verify is not None:
             try:
                 self.verify.verify(base64.b64decode(msg.getField(96)), self._pre_hash(header),
@@ -226,7 +239,8 @@ class Recorder(fix.Application):  # type: ignore[misc]
             return [m.split("|11=")[1].split("|")[0] for m in self.app_in]
 
 
-def _write_config(path: Path, *, role: str, port: int, session: dict[str, str]) -> Any:
+def _write_config(path: Path, *, role: str, port: int, session: dict[str, str],
+                  defaults: dict[str, str] | None = None) -> Any:
     spec = _spec_dir()
     values = {
         "ConnectionType": role, "FileStorePath": str(path / "store"),
@@ -242,6 +256,8 @@ def _write_config(path: Path, *, role: str, port: int, session: dict[str, str]) 
             "AppDataDictionary": str(spec / "FIX50SP2.xml"),
             "ValidateUserDefinedFields": "N", "AllowUnknownMsgFields": "Y",
         })
+    # QuickFIX reads its SSL settings from [DEFAULT] only (settings.get() in UtilitySSL.cpp).
+    values.update(defaults or {})
     cfg = path / "qf.cfg"
     session = {"BeginString": "FIXT.1.1", **session}
     cfg.write_text("[DEFAULT]\n" + "".join(f"{k}={v}\n" for k, v in values.items())
@@ -263,13 +279,106 @@ async def _until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> N
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-class Acceptor:
-    """A QuickFIX acceptor for one Kalshi endpoint name, and the relay in front of it."""
+class ServerTls(NamedTuple):
+    """A server certificate and its key, PEM files, for QuickFIX's SSLSocketAcceptor."""
 
-    def __init__(self, endpoint: str, key_id: str, app: Recorder, relay: Relay) -> None:
+    cert_file: Path
+    key_file: Path
+
+    def settings(self) -> dict[str, str]:
+        # QuickFIX C++ 1.16's names (SessionSettings.h); SSL is on by choosing the SSL engine
+        # (there is no SSLEnable key, that is QuickFIX/J and QuickFIX/n). No
+        # CertificationAuthoritiesFile: asking clients for certificates is not what Kalshi does.
+        return {"ServerCertificateFile": str(self.cert_file),
+                "ServerCertificateKeyFile": str(self.key_file), "SSLProtocol": _TLS_12_UP}
+
+
+class Pki(NamedTuple):
+    """A trustme CA, a certificate it issued for 127.0.0.1, and an unrelated CA's file."""
+
+    ca_file: Path
+    server: ServerTls
+    wrong_ca_file: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    d = tmp_path_factory.mktemp("pki")
+    ca, other = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    other.cert_pem.write_to_path(str(d / "wrong-ca.pem"))
+    # trustme's CA signs the leaf directly: QuickFIX serves just the leaf (it loads only the
+    # first certificate of ServerCertificateFile), and that is a complete chain.
+    leaf.cert_chain_pems[0].write_to_path(str(d / "server.pem"))
+    leaf.private_key_pem.write_to_path(str(d / "server.key"))
+    return Pki(d / "ca.pem", ServerTls(d / "server.pem", d / "server.key"), d / "wrong-ca.pem")
+
+
+def _quickfix_without_ssl() -> str | None:
+    """Why QuickFIX's SSL engines cannot run here, or None when they can.
+
+    The bindings compile SSLSocketAcceptor/SSLSocketInitiator as stubs unless built with
+    HAVE_SSL (swig/SSLStubs.h), and quickfix 1.16.0's setup.py never defines it: the stubs'
+    constructors raise ConfigError("HAVE_SSL not enabled"). Constructing one (not starting
+    it) tells, without a port or a certificate."""
+    app = Recorder()
+    _KEEP.append(app)
+    refused: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="qf-ssl-probe-") as tmp:
+        for role, factory in (("acceptor", fix.SSLSocketAcceptor),
+                              ("initiator", fix.SSLSocketInitiator)):
+            session = {"SenderCompID": f"SSLPROBE-{role}", "TargetCompID": "SSLPROBE"}
+            if role == "initiator":
+                session["HeartBtInt"] = "30"
+            settings = _write_config(Path(tmp), role=role, port=1, session=session)
+            try:
+                factory(app, fix.FileStoreFactory(settings), settings)
+            except fix.ConfigError as exc:
+                if "HAVE_SSL" not in str(exc):
+                    raise  # some other setup problem: let the test show it
+                refused.append(f"fix.{factory.__name__}() raised ConfigError({str(exc)!r})")
+    if not refused:
+        return None
+    return ("QuickFIX bindings built without SSL support (HAVE_SSL undefined): "
+            + "; ".join(refused))
+
+
+@pytest.fixture(scope="module")
+def quickfix_ssl() -> None:
+    """Skips the test when QuickFIX has no TLS (see _quickfix_without_ssl)."""
+    reason = _quickfix_without_ssl()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+class Acceptor:
+    """A QuickFIX acceptor for one Kalshi endpoint name, and the relay in front of it (none
+    over TLS: the relay reads FIX in the clear, so a TLS client talks to QuickFIX directly)."""
+
+    def __init__(self, endpoint: str, key_id: str, app: Recorder, relay: Relay | None,
+                 engine_port: int) -> None:
         self.sid = fix.SessionID("FIXT.1.1", endpoint, key_id)
         self.endpoint = endpoint
-        self.app, self.relay = app, relay
+        self.app, self._relay = app, relay
+        self.engine_port = engine_port
+
+    @property
+    def relay(self) -> Relay:
+        assert self._relay is not None, "no relay in front of a TLS acceptor"
+        return self._relay
+
+    @property
+    def has_relay(self) -> bool:
+        return self._relay is not None
+
+    @property
+    def port(self) -> int:
+        """Where clients connect: the relay, or QuickFIX itself when there is none."""
+        return self.engine_port if self._relay is None else self._relay.port
+
+    def dump(self) -> str:
+        return "(TLS: no relay, no wire log)" if self._relay is None else self._relay.dump()
 
     @property
     def session(self) -> Any:
@@ -288,22 +397,26 @@ class Acceptor:
 
 
 @asynccontextmanager
-async def quickfix_acceptor(tmp_path: Path, endpoint: str, key_id: str,
-                            key: rsa.RSAPrivateKey) -> AsyncIterator[Acceptor]:
+async def quickfix_acceptor(tmp_path: Path, endpoint: str, key_id: str, key: rsa.RSAPrivateKey,
+                            *, tls: ServerTls | None = None) -> AsyncIterator[Acceptor]:
     with trio.socket.socket() as probe:
         await probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     app = Recorder(verify=key.public_key())
     _KEEP.append(app)
     settings = _write_config(tmp_path, role="acceptor", port=port,
-                             session={"SenderCompID": endpoint, "TargetCompID": key_id})
-    engine = fix.ThreadedSocketAcceptor(app, fix.FileStoreFactory(settings), settings)
+                             session={"SenderCompID": endpoint, "TargetCompID": key_id},
+                             defaults=None if tls is None else tls.settings())
+    # The bindings offer no threaded SSL acceptor; SSLSocketAcceptor runs its own thread too.
+    factory = fix.ThreadedSocketAcceptor if tls is None else fix.SSLSocketAcceptor
+    engine = factory(app, fix.FileStoreFactory(settings), settings)
     engine.start()
-    relay = Relay(port)
+    relay = Relay(port) if tls is None else None
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(relay.run)
-            yield Acceptor(endpoint, key_id, app, relay)
+            if relay is not None:
+                await nursery.start(relay.run)
+            yield Acceptor(endpoint, key_id, app, relay, port)
             nursery.cancel_scope.cancel()
     finally:
         # QuickFIX must see its connections close before it stops (see Relay._handle).
@@ -317,11 +430,13 @@ class Client:
     """Our side: settings per Kalshi profile, one store across connections, events kept."""
 
     def __init__(self, acceptor: Acceptor, key: rsa.RSAPrivateKey, key_id: str, *, rt: bool,
-                 heartbeat: int = 30) -> None:
+                 heartbeat: int = 30, ca_file: Path | None = None) -> None:
         self.acceptor = acceptor
+        self.ca_file = ca_file  # set: TLS, trusting only this CA
         self.store = MemoryStore()
         self.events: list[Event] = []
         self.conn: FixConnection | None = None
+        self.stream: trio.abc.Stream | None = None
         self.settings = SessionSettings(
             role=Role.INITIATOR, sender_comp_id=key_id,
             target_comp_id=acceptor.endpoint,
@@ -335,7 +450,8 @@ class Client:
     async def connect(self, **changes: Any) -> AsyncIterator[FixSession]:
         import attrs
 
-        stream = await open_transport("127.0.0.1", self.acceptor.relay.port, tls=False)
+        stream = self.stream = await open_transport(
+            "127.0.0.1", self.acceptor.port, tls=self.ca_file is not None, ca_file=self.ca_file)
         self.conn = FixConnection(attrs.evolve(self.settings, **changes), self.store)
         async with open_fix_session(stream, self.conn) as session:
             await session.wait_logged_on()
@@ -360,12 +476,14 @@ class Client:
             while (pair := numbers())[0] != pair[1]:
                 await trio.sleep(0.02)
         ours, theirs = numbers()
-        assert ours == theirs, self.acceptor.relay.dump()
+        assert ours == theirs, self.acceptor.dump()
 
     async def logout(self, session: FixSession) -> None:
         ended = await session.logout("bye")
-        assert ended is not None and ended.clean, self.acceptor.relay.dump()
+        assert ended is not None and ended.clean, self.acceptor.dump()
         await _until(lambda: not self.acceptor.logged_on(), "QuickFIX logged off")
+        if not self.acceptor.has_relay:
+            return  # TLS: no relay saw the wire (`ended.clean` says both Logouts passed)
         relay = self.acceptor.relay
         assert relay.types("c2s")[-1:] == [b"5"] and relay.types("s2c")[-1:] == [b"5"]
 
@@ -586,10 +704,77 @@ async def test_client_reconnects_continuing_then_resetting(
             await client.logout(session)
 
 
+# ----------------------------------------------------------------------- our client, QF over TLS
+@pytest.mark.usefixtures("quickfix_ssl")
+async def test_client_over_tls(tmp_path: Path, key: rsa.RSAPrivateKey, pki: Pki) -> None:
+    key_id = next(_KEY_IDS)
+    async with quickfix_acceptor(tmp_path, "KalshiRT", key_id, key, tls=pki.server) as qf:
+        client = Client(qf, key, key_id, rt=True, ca_file=pki.ca_file)
+        async with client.connect() as session:
+            assert isinstance(client.stream, trio.SSLStream)
+            assert client.stream.version() in ("TLSv1.2", "TLSv1.3")
+            assert qf.app.signatures == [True]
+            session.send_app(b"D", _order("c1"))
+            await _until(lambda: bool(client.received()), "ExecutionReport")
+            assert client.received() == [(b"c1", False)]
+            assert qf.app.clordids() == ["c1"]
+            await client.agree()
+            await client.logout(session)  # clean: QuickFIX's Logout answer came back
+        assert qf.app.admin_in[-1:] == ["5"]  # and QuickFIX had ours
+
+
+async def _refused_by_wrong_ca(tmp_path: Path, key: rsa.RSAPrivateKey, pki: Pki) -> TlsError:
+    """Our TLS error for a QuickFIX acceptor whose certificate another CA issued; checks that
+    QuickFIX saw no Logon and that the right CA does pass (the trust check failed, not TLS)."""
+    key_id = next(_KEY_IDS)
+    async with quickfix_acceptor(tmp_path, "KalshiRT", key_id, key, tls=pki.server) as qf:
+        with pytest.raises(TlsError) as refused:
+            await open_transport("127.0.0.1", qf.port, tls=True, ca_file=pki.wrong_ca_file)
+        assert qf.app.admin_in == [] and not qf.logged_on()
+        stream = await open_transport("127.0.0.1", qf.port, tls=True, ca_file=pki.ca_file)
+        await stream.aclose()
+    return refused.value
+
+
+@pytest.mark.usefixtures("quickfix_ssl")
+async def test_client_refuses_a_certificate_from_another_ca(
+    tmp_path: Path, key: rsa.RSAPrivateKey, pki: Pki
+) -> None:
+    error = await _refused_by_wrong_ca(tmp_path, key, pki)
+    assert re.search(r"TLS: the certificate of 127\.0\.0\.1:\d+ is not trusted by ", str(error))
+
+
+@pytest.mark.usefixtures("quickfix_ssl")
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "open_transport(tls=True, ca_file=F) builds its context from F but calls start_tls("
+    "ssl_context=ctx) without ca_file, so _handshake_error words an untrusted certificate as "
+    "'not trusted by the system trust store ... pass ca_file' although F was given "
+    "(sessions/transport.py; `kalshi-fix check` passes ca_file and words it right)"))
+async def test_client_wrong_ca_error_names_the_ca_file(
+    tmp_path: Path, key: rsa.RSAPrivateKey, pki: Pki
+) -> None:
+    error = await _refused_by_wrong_ca(tmp_path, key, pki)
+    assert f"not trusted by ca_file {pki.wrong_ca_file}" in str(error), str(error)
+
+
 # ----------------------------------------------------------------------- QF initiator, our gateway
+def _qf_order(sid: Any, clordid: str, price: int) -> None:
+    """A QuickFIX initiator's limit buy of one contract at ``price`` cents."""
+    msg = fix.Message()
+    msg.getHeader().setField(fix.MsgType("D"))
+    for f in (fix.ClOrdID(clordid), fix.Symbol(SYMBOL), fix.Side("1"), fix.TransactTime(),
+              fix.OrderQty(1), fix.OrdType("2"), fix.Price(price), fix.TimeInForce("1")):
+        msg.setField(f)
+    fix.Session.sendToTarget(msg, sid)
+
+
 @asynccontextmanager
-async def gateway(tmp_path: Path, keys: dict[str, rsa.RSAPrivateKey]) -> AsyncIterator[dict[str, int]]:
-    args = [sys.executable, "-m", "sessions.testing.cli", "--plain", "--no-maintenance"]
+async def gateway(tmp_path: Path, keys: dict[str, rsa.RSAPrivateKey], *,
+                  ca_out: Path | None = None) -> AsyncIterator[dict[str, int]]:
+    """The simulated gateway as a process: plain TCP, or TLS (its generated CA written to
+    ``ca_out``, before it lists its endpoints) when ``ca_out`` is given."""
+    args = [sys.executable, "-m", "sessions.testing.cli", "--no-maintenance"]
+    args += ["--plain"] if ca_out is None else ["--ca-out", str(ca_out)]
     for key_id, k in keys.items():
         pem = tmp_path / f"{key_id}.pub.pem"
         pem.write_bytes(k.public_key().public_bytes(
@@ -636,13 +821,7 @@ async def test_quickfix_initiator_against_gateway(
             await _until(lambda: bool(qf().isLoggedOn()), "logged on to the gateway", 10)
 
             def order(clordid: str, price: int) -> None:
-                msg = fix.Message()
-                msg.getHeader().setField(fix.MsgType("D"))
-                for f in (fix.ClOrdID(clordid), fix.Symbol(SYMBOL), fix.Side("1"),
-                          fix.TransactTime(), fix.OrderQty(1), fix.OrdType("2"),
-                          fix.Price(price), fix.TimeInForce("1")):
-                    msg.setField(f)
-                fix.Session.sendToTarget(msg, sid)
+                _qf_order(sid, clordid, price)
 
             if endpoint == "KalshiRT":
                 relay.drop_next("s2c", lambda m: _field(m, 35) == b"8")
@@ -669,3 +848,41 @@ async def test_quickfix_initiator_against_gateway(
         finally:
             await _stop(engine)
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.usefixtures("quickfix_ssl")
+async def test_quickfix_initiator_over_tls(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    key_id = next(_KEY_IDS)
+    ca = tmp_path / "gateway-ca.pem"
+    async with gateway(tmp_path, {key_id: key}, ca_out=ca) as ports:
+        app = Recorder(sign=key)
+        _KEEP.append(app)
+        settings = _write_config(tmp_path, role="initiator", port=ports["KalshiNR"], session={
+            "SenderCompID": key_id, "TargetCompID": "KalshiNR", "HeartBtInt": "4",
+            "ResetOnLogon": "Y",
+        }, defaults={
+            # With a CA file QuickFIX's initiator verifies the gateway's chain (SSL_VERIFY_PEER).
+            # It checks no host name (it sets none, and SNI not for an IP address); no client
+            # certificate: Kalshi authenticates by the signed Logon (REFERENCE §2.2).
+            "CertificationAuthoritiesFile": str(ca), "SSLProtocol": _TLS_12_UP,
+        })
+        engine = fix.SSLSocketInitiator(app, fix.FileStoreFactory(settings), settings)
+        engine.start()
+        try:
+            sid = fix.SessionID("FIXT.1.1", key_id, "KalshiNR")
+
+            def qf() -> Any:
+                return fix.Session.lookupSession(sid)
+
+            await _until(lambda: bool(qf().isLoggedOn()), "logged on to the gateway over TLS", 10)
+            _qf_order(sid, "o1", 41)  # rests: PendingNew, then New
+            await _until(lambda: app.clordids() == ["o1", "o1"], "o1's two reports")
+            with app.lock:
+                exec_types = [re.search(r"\|150=([^|]*)\|", m) for m in app.app_in]
+            assert [m.group(1) if m else None for m in exec_types] == ["A", "0"], app.app_in
+            assert "3" not in app.admin_in
+            qf().logout("done")
+            await _until(lambda: not qf().isLoggedOn(), "logged off")
+            assert app.admin_in[-1:] == ["5"]  # the gateway answered the Logout
+        finally:
+            await _stop(engine)
