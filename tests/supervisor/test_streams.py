@@ -392,7 +392,9 @@ async def test_attached_stream_writes_behind_in_steps_letting_other_tasks_run_be
         assert trail.count("step") == steps
         first, last = trail.index("step"), len(trail) - 1 - trail[::-1].index("step")
         # The other task ran between the steps, not only before or after the batch.
-        assert trail[first:last].count("other") >= steps - 1
+        # (Trio may run the two in either order within a batch: the batches strictly between
+        # the first step and the last give at least one turn each.)
+        assert trail[first:last].count("other") >= steps - 2
     s.ledger.close()
 
 
