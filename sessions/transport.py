@@ -218,6 +218,9 @@ async def open_transport(
         stream,
         host,
         port,
+        # The context is built already; ca_file still goes along so that a failed handshake
+        # names the trust source that was used, not the system store.
+        ca_file=ca_file,
         pin_sha256=pin_sha256,
         server_hostname=server_hostname,
         handshake_timeout=max(deadline - trio.current_time(), 0.0),

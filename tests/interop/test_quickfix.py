@@ -745,11 +745,6 @@ async def test_client_refuses_a_certificate_from_another_ca(
 
 
 @pytest.mark.usefixtures("quickfix_ssl")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "open_transport(tls=True, ca_file=F) builds its context from F but calls start_tls("
-    "ssl_context=ctx) without ca_file, so _handshake_error words an untrusted certificate as "
-    "'not trusted by the system trust store ... pass ca_file' although F was given "
-    "(sessions/transport.py; `kalshi-fix check` passes ca_file and words it right)"))
 async def test_client_wrong_ca_error_names_the_ca_file(
     tmp_path: Path, key: rsa.RSAPrivateKey, pki: Pki
 ) -> None:

@@ -154,6 +154,21 @@ async def test_unknown_ca_suggests_ca_file(server_cert: trustme.LeafCert) -> Non
     assert "ca_file" in message and "stunnel" in message
 
 
+async def test_a_ca_file_that_does_not_trust_the_server_is_named_in_the_error(
+    server_cert: trustme.LeafCert, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    async with trio.open_nursery() as nursery:
+        port = await serve_tls(nursery, server_cert, Recorder().handler)
+        with pytest.raises(TlsError) as info:
+            await open_transport("127.0.0.1", port, tls=True, ca_file=other)
+        nursery.cancel_scope.cancel()
+    message = str(info.value)
+    assert f"not trusted by ca_file {other}" in message
+    assert "system trust store" not in message
+
+
 async def test_host_name_is_checked(server_cert: trustme.LeafCert, ca_file: Path) -> None:
     async with trio.open_nursery() as nursery:
         port = await serve_tls(nursery, server_cert, Recorder().handler)
