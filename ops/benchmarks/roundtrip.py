@@ -72,7 +72,7 @@ import gc
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 import attrs
@@ -129,6 +129,26 @@ def _order_body(cl_ord_id: bytes) -> list[tuple[int, bytes]]:
     ]
 
 
+def _limit(count: int) -> float:
+    """How long a phase of ``count`` orders may take before it fails (a hung peer)."""
+    return _PHASE_TIMEOUT + count / 100
+
+
+async def _phase(
+    send: Callable[[int], Awaitable[None]],
+    completions: Callable[[], AsyncIterator[int]],
+    count: int,
+    *,
+    rate: float | None,
+    window: int | None,
+) -> LoadResult | None:
+    """One phase through :func:`drive`, or ``None`` when it outlasted :func:`_limit` (the
+    link then says what it was waiting for)."""
+    with trio.move_on_after(_limit(count)):
+        return await drive(send, completions, count, rate=rate, window=window)
+    return None
+
+
 class _AppLink:
     """Orders through the order-entry component, answers through the executions stream's
     exactly-once iterator — the application's two ends of the stack."""
@@ -166,13 +186,12 @@ class _AppLink:
         self, count: int, *, rate: float | None = None, window: int | None = None
     ) -> LoadResult:
         self._base = str(uuid.uuid4())[:24]
-        limit = _PHASE_TIMEOUT + count / 100
-        with trio.move_on_after(limit) as scope:
-            return await drive(self._send, self._completions, count, rate=rate, window=window)
-        assert scope.cancelled_caught
+        result = await _phase(self._send, self._completions, count, rate=rate, window=window)
+        if result is not None:
+            return result
         refusals = [e for e in self._orders.events.subscribe().pending()]
         raise BenchmarkError(
-            f"{len(self._pending)} benchmark orders unanswered after {limit:g} s; "
+            f"{len(self._pending)} benchmark orders unanswered after {_limit(count):g} s; "
             f"{self._watch.problem or 'the session stayed up'}; order-entry events: "
             f"{refusals[-3:]!r}"
         )
@@ -221,13 +240,12 @@ class _CoreLink:
     ) -> LoadResult:
         """One phase: ``count`` orders, paced at ``rate`` or windowed."""
         self._base = str(uuid.uuid4())[:24]
-        limit = _PHASE_TIMEOUT + count / 100
-        with trio.move_on_after(limit) as scope:
-            return await drive(self._send, self._completions, count, rate=rate, window=window)
-        assert scope.cancelled_caught
+        result = await _phase(self._send, self._completions, count, rate=rate, window=window)
+        if result is not None:
+            return result
         raise BenchmarkError(
-            f"{len(self._pending)} core-only orders unanswered after {limit:g} s; session state "
-            f"{self._session.state.name}, ended {self._session.ended!r}"
+            f"{len(self._pending)} core-only orders unanswered after {_limit(count):g} s; "
+            f"session state {self._session.state.name}, ended {self._session.ended!r}"
         )
 
 
