@@ -338,6 +338,17 @@ async def test_closed_orders_are_forgotten_on_the_prune_cadence(tmp_path: Path) 
     s.ledger.close()
 
 
+def feed_a_log_batch(s: ExecutionStream) -> None:
+    """One offer log's batch of reports (LOG_BATCH_ROWS fills of order O1), in reads of 16, as
+    a session hands them over."""
+    from supervisor.ledger import LOG_BATCH_ROWS
+
+    burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
+             for n in range(1, LOG_BATCH_ROWS + 1)]
+    for i in range(0, len(burst), 16):
+        s.application_messages("nr", burst[i : i + 16])
+
+
 async def test_attached_stream_writes_the_offer_log_behind_after_the_burst(
     tmp_path: Path,
 ) -> None:
@@ -346,10 +357,7 @@ async def test_attached_stream_writes_the_offer_log_behind_after_the_burst(
     s = stream(tmp_path)
     async with trio.open_nursery() as nursery:
         s.attach({}, nursery.start_soon, lambda: T0)
-        burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
-                 for n in range(1, LOG_BATCH_ROWS + 1)]
-        for i in range(0, len(burst), 16):  # bursts of one read each, as a session gives them
-            s.application_messages("nr", burst[i : i + 16])
+        feed_a_log_batch(s)
         # Durable in the offer log and deliverable; the tables are not written in the burst.
         assert s.ledger.log_rows == LOG_BATCH_ROWS and s.undelivered == LOG_BATCH_ROWS
         await trio.testing.wait_all_tasks_blocked()
@@ -375,10 +383,7 @@ async def test_attached_stream_writes_behind_in_steps_letting_other_tasks_run_be
     s.ledger.write_behind_step = step  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         s.attach({}, nursery.start_soon, lambda: T0)
-        burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
-                 for n in range(1, LOG_BATCH_ROWS + 1)]
-        for i in range(0, len(burst), 16):
-            s.application_messages("nr", burst[i : i + 16])
+        feed_a_log_batch(s)
 
         async def other_task() -> None:
             while s.ledger.log_rows:
@@ -421,10 +426,7 @@ async def test_attached_stream_checkpoints_the_ledger_in_a_worker_thread(
     s.ledger.checkpoint = checkpoint  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
         s.attach({}, nursery.start_soon, lambda: T0)
-        burst = [ApplicationMessage(er(f"4;{n}", cum=f"{n}.00"), n)
-                 for n in range(1, LOG_BATCH_ROWS + 1)]
-        for i in range(0, len(burst), 16):
-            s.application_messages("nr", burst[i : i + 16])
+        feed_a_log_batch(s)
         with trio.fail_after(10):
             await done.wait()
         assert ran_in and ran_in[0] != threading.get_ident()
