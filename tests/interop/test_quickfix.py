@@ -16,7 +16,12 @@ go silent in one direction:
 And both over TLS, without the relay: our client (trusting a ``trustme`` CA) against QuickFIX's
 SSLSocketAcceptor, and QuickFIX's SSLSocketInitiator against the gateway serving TLS. Those need
 bindings built with SSL support; the PyPI build of quickfix 1.16.0 has none (its SSL engines
-raise ``ConfigError("HAVE_SSL not enabled")``), and the TLS tests then skip saying so.
+raise ``ConfigError("HAVE_SSL not enabled")``), and the TLS tests then skip saying so. Built
+from the sdist with HAVE_SSL and OpenSSL linked in (README, "Testing")::
+
+    python3 -m venv /tmp/qfsslvenv && CPPFLAGS=-DHAVE_SSL=1 \
+        LDFLAGS="-Wl,--no-as-needed -lssl -lcrypto" /tmp/qfsslvenv/bin/pip install \
+        --no-cache-dir --no-binary :all: quickfix==1.16.0
 
 QuickFIX validates with its own FIXT11.xml / FIX50SP2.xml when they are found (next to the
 bindings' install prefix, or in ``$QUICKFIX_SPEC_DIR``); Kalshi's own tags are user-defined
@@ -319,9 +324,10 @@ def _quickfix_without_ssl() -> str | None:
     """Why QuickFIX's SSL engines cannot run here, or None when they can.
 
     The bindings compile SSLSocketAcceptor/SSLSocketInitiator as stubs unless built with
-    HAVE_SSL (swig/SSLStubs.h), and quickfix 1.16.0's setup.py never defines it: the stubs'
-    constructors raise ConfigError("HAVE_SSL not enabled"). Constructing one (not starting
-    it) tells, without a port or a certificate."""
+    HAVE_SSL (swig/SSLStubs.h), and quickfix 1.16.0's setup.py never defines it (the module
+    docstring shows how to): the stubs' constructors raise ConfigError("HAVE_SSL not
+    enabled"). Constructing one (not starting it) tells, without a port or a certificate: the
+    real engines read their certificates only in start()."""
     app = Recorder()
     _KEEP.append(app)
     refused: list[str] = []
