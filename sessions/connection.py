@@ -47,7 +47,7 @@ from .events import (
     classify_logout_text,
 )
 from .message import FixMessage, parse_utc_timestamp, to_bytes, utc_timestamp
-from .settings import Role, SessionSettings
+from .settings import LogonRefusal, Role, SessionSettings
 from .store import MemoryStore, MessageStore
 from .tags import MsgType, SessionRejectReason
 
@@ -337,10 +337,19 @@ class FixConnection:
         ref_tag: int | None = None,
     ) -> list[Event]:
         """Acceptor: refuse the pending Logon with a Logout carrying ``text`` (preceded by a
-        session-level Reject when ``session_reject_reason`` is given), then close."""
+        session-level Reject when ``session_reject_reason`` is given), then close. The same
+        rules as a :class:`~sessions.settings.LogonRefusal`: ``text`` not empty, and
+        ``ref_tag`` only with a reason (RefTagID travels in the Reject alone)."""
         if self.state is not State.LOGON_RECEIVED or self._pending_logon is None:
             raise LocalProtocolError(f"no Logon is waiting for a decision (state {self.state.value})")
-        self._reject_logon(now, self._pending_logon, text, session_reject_reason, ref_tag)
+        try:
+            refusal = LogonRefusal(text, session_reject_reason, ref_tag)
+        except ValueError as e:
+            # Refused before anything is sent: the Logon still waits for a valid decision.
+            raise LocalProtocolError(f"reject_logon: {e}") from None
+        self._reject_logon(
+            now, self._pending_logon, refusal.text, refusal.session_reject_reason, refusal.ref_tag
+        )
         return self._take_events()
 
     # ------------------------------------------------------------------ public: input

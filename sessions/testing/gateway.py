@@ -1004,10 +1004,7 @@ class Gateway:
             maintenance=self._maintenance,
             busy=lambda key_id: self._live.get(key_id, conn) is not conn,
         )
-        if decision.accepted:
-            return None
-        assert decision.text is not None
-        return LogonRefusal(decision.text, decision.session_reject_reason, decision.ref_tag)
+        return decision.refusal()
 
     def _store(self, endpoint: str, key_id: str, now: float) -> _GatewayStore:
         store = self._stores.get((endpoint, key_id))

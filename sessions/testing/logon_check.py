@@ -36,6 +36,7 @@ from ..errors import LocalProtocolError, LogonOptionsError
 from ..logon import OPTIONS, LogonOptions
 from ..maintenance import Window
 from ..message import FixMessage
+from ..settings import LogonRefusal
 from ..signature import logon_pre_hash, verify_logon_signature
 from ..tags import SessionRejectReason
 from .endpoints import EndpointSpec
@@ -92,6 +93,12 @@ class LogonDecision:
     @property
     def accepted(self) -> bool:
         return self.text is None
+
+    def refusal(self) -> LogonRefusal | None:
+        """The session core's form of a refusal (``None`` when the Logon is accepted)."""
+        if self.text is None:
+            return None
+        return LogonRefusal(self.text, self.session_reject_reason, self.ref_tag)
 
 
 def _refuse(

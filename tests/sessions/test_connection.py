@@ -563,6 +563,27 @@ def test_acceptor_rejects_logon_with_text() -> None:
 
 
 @pytest.mark.parametrize(
+    "text,kw,match",
+    [
+        ("", {}, "text"),
+        ("no", {"ref_tag": 96}, "ref_tag needs a session_reject_reason"),
+    ],
+)
+def test_acceptor_reject_logon_refuses_what_a_logon_refusal_refuses(
+    text: str, kw: dict[str, int], match: str
+) -> None:
+    conn = acceptor()
+    conn.receive_data(client_logon(), NOW)
+    with pytest.raises(LocalProtocolError, match=match):
+        conn.reject_logon(NOW, text, **kw)
+    # Nothing was sent and the Logon still waits for a decision.
+    assert sent(conn) == [] and conn.state is State.LOGON_RECEIVED
+    conn.reject_logon(NOW, "signature verification failed", session_reject_reason=5, ref_tag=96)
+    reject, logout = sent(conn)
+    assert reject.get(35) == b"3" and reject.get(371) == b"96" and logout.get(35) == b"5"
+
+
+@pytest.mark.parametrize(
     "data,expect",
     [
         (client_logon(hb=b"3"), b"HeartBtInt"),
