@@ -72,7 +72,7 @@ import gc
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import attrs
@@ -82,7 +82,7 @@ from sessions.codec import encode_message
 from sessions.config import load_config
 from sessions.driver import FixSession, connect_session
 from sessions.events import ApplicationMessage
-from sessions.message import utc_timestamp
+from sessions.message import FixMessage, utc_timestamp
 from sessions.testing.keys import make_test_key
 from supervisor.app import Components
 from supervisor.config import WEEKDAYS, load_supervisor_config
@@ -129,36 +129,58 @@ def _order_body(cl_ord_id: bytes) -> list[tuple[int, bytes]]:
     ]
 
 
-def _limit(count: int) -> float:
-    """How long a phase of ``count`` orders may take before it fails (a hung peer)."""
-    return _PHASE_TIMEOUT + count / 100
+class _Link:
+    """What both links share: ClOrdIDs drawn afresh per phase, the orders waiting for their
+    first report, and one bounded phase through :func:`drive`. A link supplies ``_send``,
+    ``_completions`` and what it was waiting for when a phase timed out (``_stuck``)."""
+
+    #: The orders' name in errors.
+    what = "benchmark"
+
+    def __init__(self) -> None:
+        self._pending: dict[bytes, int] = {}
+        self._base = ""
+
+    async def _send(self, i: int) -> None:
+        raise NotImplementedError
+
+    def _completions(self) -> AsyncIterator[int]:
+        raise NotImplementedError
+
+    def _stuck(self) -> str:
+        raise NotImplementedError
+
+    def _answered(self, msg: FixMessage) -> int | None:
+        """The index of the order ``msg`` first answers, or ``None`` (a later report)."""
+        i = self._pending.pop(msg.get(11) or b"", None)
+        if i is not None and msg.get(150) == b"8":
+            raise BenchmarkError(f"the gateway rejected a {self.what} order: {msg.get_str(58)!r}")
+        return i
+
+    async def run(
+        self, count: int, *, rate: float | None = None, window: int | None = None
+    ) -> LoadResult:
+        """One phase: ``count`` orders, paced at ``rate`` or windowed."""
+        # UUID-prefixed ClOrdIDs drawn afresh per phase: no ClOrdID is ever shared.
+        self._base = str(uuid.uuid4())[:24]
+        limit = _PHASE_TIMEOUT + count / 100  # a hung peer must fail the phase, not hang it
+        with trio.move_on_after(limit):
+            return await drive(self._send, self._completions, count, rate=rate, window=window)
+        raise BenchmarkError(
+            f"{len(self._pending)} {self.what} orders unanswered after {limit:g} s; "
+            f"{self._stuck()}"
+        )
 
 
-async def _phase(
-    send: Callable[[int], Awaitable[None]],
-    completions: Callable[[], AsyncIterator[int]],
-    count: int,
-    *,
-    rate: float | None,
-    window: int | None,
-) -> LoadResult | None:
-    """One phase through :func:`drive`, or ``None`` when it outlasted :func:`_limit` (the
-    link then says what it was waiting for)."""
-    with trio.move_on_after(_limit(count)):
-        return await drive(send, completions, count, rate=rate, window=window)
-    return None
-
-
-class _AppLink:
+class _AppLink(_Link):
     """Orders through the order-entry component, answers through the executions stream's
     exactly-once iterator — the application's two ends of the stack."""
 
     def __init__(self, orders: OrderEntry, executions: ExecutionStream, watch: _Watch) -> None:
+        super().__init__()
         self._orders = orders
         self._consumer = executions.executions()
         self._watch = watch
-        self._pending: dict[bytes, int] = {}
-        self._base = ""
         self.last_seq = 0
         self.first_report_size = 0
 
@@ -173,42 +195,33 @@ class _AppLink:
         while True:
             item = await self._consumer.__anext__()  # acknowledges the previous item
             msg = item.message
-            i = self._pending.pop(msg.get(11) or b"", None)
+            i = self._answered(msg)
             if i is None:
                 continue  # not the order's first report
-            if msg.get(150) == b"8":
-                raise BenchmarkError(f"the gateway rejected a benchmark order: {msg.get_str(58)!r}")
             if not self.first_report_size:
                 self.first_report_size = len(msg.encode())
             yield i
 
-    async def run(
-        self, count: int, *, rate: float | None = None, window: int | None = None
-    ) -> LoadResult:
-        self._base = str(uuid.uuid4())[:24]
-        result = await _phase(self._send, self._completions, count, rate=rate, window=window)
-        if result is not None:
-            return result
+    def _stuck(self) -> str:
         refusals = [e for e in self._orders.events.subscribe().pending()]
-        raise BenchmarkError(
-            f"{len(self._pending)} benchmark orders unanswered after {_limit(count):g} s; "
+        return (
             f"{self._watch.problem or 'the session stayed up'}; order-entry events: "
             f"{refusals[-3:]!r}"
         )
 
 
-class _CoreLink:
+class _CoreLink(_Link):
     """The core-only link: orders into the Trio driver's ``send_app``, answers from its
     ``next_events()`` in the application task — the session core and driver without anything
     of the supervisor on top."""
 
+    what = "core-only"
+
     def __init__(self, session: FixSession) -> None:
+        super().__init__()
         self._session = session
-        self._pending: dict[bytes, int] = {}
-        self._base = ""
 
     async def _send(self, i: int) -> None:
-        # UUID-prefixed like the stack's, drawn afresh per phase: no ClOrdID is ever shared.
         cl = f"{self._base}{i:012d}".encode()
         self._pending[cl] = i
         self._session.send_app(b"D", _order_body(cl))
@@ -225,28 +238,12 @@ class _CoreLink:
             for event in events:
                 if not isinstance(event, ApplicationMessage):
                     continue  # heartbeats and the like: not an answer
-                msg = event.message
-                i = self._pending.pop(msg.get(11) or b"", None)
-                if i is None:
-                    continue  # not the order's first report
-                if msg.get(150) == b"8":
-                    raise BenchmarkError(
-                        f"the gateway rejected a core-only order: {msg.get_str(58)!r}"
-                    )
-                yield i
+                i = self._answered(event.message)
+                if i is not None:
+                    yield i
 
-    async def run(
-        self, count: int, *, rate: float | None = None, window: int | None = None
-    ) -> LoadResult:
-        """One phase: ``count`` orders, paced at ``rate`` or windowed."""
-        self._base = str(uuid.uuid4())[:24]
-        result = await _phase(self._send, self._completions, count, rate=rate, window=window)
-        if result is not None:
-            return result
-        raise BenchmarkError(
-            f"{len(self._pending)} core-only orders unanswered after {_limit(count):g} s; "
-            f"session state {self._session.state.name}, ended {self._session.ended!r}"
-        )
+    def _stuck(self) -> str:
+        return f"session state {self._session.state.name}, ended {self._session.ended!r}"
 
 
 def _order_size(link: _AppLink, key_id: str) -> int:
