@@ -110,7 +110,8 @@ log's rows are *written behind* into the tables, in one transaction, when it hol
 delivery, in steps of 16 rows with the scheduler in between,
 :meth:`~ExecutionLedger.write_behind_step`: one transaction held open across the steps and
 committed by the last, while new offers keep going to the log), and at the start of every
-transaction (hold, release, prune, close, an ack that commits a group, an offer joining an open group), and before anything reads the tables (an item
+transaction (hold, release, prune, close, an ack that commits a group, an offer joining an open
+group), and before anything reads the tables (an item
 beyond the delivery memory, :meth:`~ExecutionLedger.get`, :meth:`~ExecutionLedger.history`);
 after that commit the log is emptied. Opening a ledger (and the reload after a failed commit)
 first writes the log's whole records into the tables: a torn last record (a power loss in the
@@ -884,15 +885,25 @@ class ExecutionLedger:
         conn = self._connection()
         try:
             if not self._open_tx:
-                conn.execute("BEGIN")
-                self._open_tx = True
-                self._tx_log_rows = self._tx_log_queue = 0
+                self._open(conn)
             self._stepping = False
             self._catch_up(conn)
         except sqlite3.Error as e:
             self._abort(conn)
             raise _translate(e, self._path, what) from e
         return conn
+
+    def _open(self, conn: sqlite3.Connection) -> None:
+        """Begin the write transaction; it holds none of the offer log's rows yet."""
+        conn.execute("BEGIN")
+        self._open_tx = True
+        self._tx_log_rows = self._tx_log_queue = 0
+
+    @property
+    def _group_open(self) -> bool:
+        """A transaction is open that is not only a write-behind in steps: deferred offers
+        (or other work) wait in it for a commit."""
+        return self._open_tx and not self._stepping
 
     def _catch_up(self, conn: sqlite3.Connection, limit: int | None = None) -> bool:
         """Insert the offer log's rows and queue entries the open transaction does not hold
@@ -902,10 +913,10 @@ class ExecutionLedger:
         r1 = len(rows) if limit is None else min(len(rows), r0 + limit)
         q1 = len(queue) if limit is None else min(len(queue), q0 + limit)
         if r1 > r0:
-            conn.executemany(_INSERT, rows[r0:r1] if r0 or r1 < len(rows) else rows)
+            conn.executemany(_INSERT, rows[r0:r1])
             self._rows_since_checkpoint += r1 - r0
         if q1 > q0:
-            conn.executemany(_ENQUEUE, queue[q0:q1] if q0 or q1 < len(queue) else queue)
+            conn.executemany(_ENQUEUE, queue[q0:q1])
         self._tx_log_rows, self._tx_log_queue = r1, q1
         return r1 == len(rows) and q1 == len(queue)
 
@@ -946,16 +957,14 @@ class ExecutionLedger:
             return True  # closed: close() wrote everything behind
         if not (self._log_rows or self._log_queue or self._log_buf):
             return True
-        if self._open_tx and not self._stepping:
+        if self._group_open:
             self._settle()  # a group of deferred offers holds the transaction: commit it all
             return True
         conn = self._conn
         try:
             if not self._open_tx:
-                conn.execute("BEGIN")
-                self._open_tx = True
+                self._open(conn)
                 self._stepping = True
-                self._tx_log_rows = self._tx_log_queue = 0
             done = self._catch_up(conn, rows)
         except sqlite3.Error as e:
             self._abort(conn)
@@ -1059,7 +1068,7 @@ class ExecutionLedger:
         none). Every method that hands items out commits first, so a caller only needs this
         to bound how long offers stay volatile (the executions stream calls it at the end of
         each burst of events)."""
-        if self._open_tx and not self._stepping:
+        if self._group_open:
             self._commit(self._connection(), "commit")
         elif self._log_buf:
             self._append_log(bytes(self._log_buf))
@@ -1067,7 +1076,7 @@ class ExecutionLedger:
     @property
     def uncommitted(self) -> bool:
         """True while offers stored with ``defer_commit=True`` wait for a commit."""
-        return (self._open_tx and not self._stepping) or bool(self._log_buf)
+        return self._group_open or bool(self._log_buf)
 
     def _append_log(self, record: bytes) -> None:
         """Make logged offers durable: one append (durable against a process crash once the
@@ -1146,7 +1155,7 @@ class ExecutionLedger:
             return 0
         if (
             self._log_fd is not None and source == "live" and len(offers) <= _LOG_OFFER_MAX
-            and (not self._open_tx or self._stepping)
+            and not self._group_open
         ):
             return self._offer_logged(offers, source, session, received, defer_commit)
         conn = self._begin("offer")
@@ -1489,7 +1498,7 @@ class ExecutionLedger:
                     memory.pop(d, None)
             else:
                 self._memory = {d: k for d, k in memory.items() if d > n}
-        if self._open_tx and not self._stepping:
+        if self._group_open:
             # Deferred offers are waiting: one commit makes them and the ack durable
             # (_commit writes the ack into the meta row).
             self._acked = n  # restored by the reload if the commit fails
